@@ -1,0 +1,110 @@
+"""Command line: serve metrics (default), ``check-config FILE``, ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from exporter import __version__, config, logs
+from exporter.engine import Engine, EngineError
+from exporter.readers import DiskReader, EngineReader
+
+log = logging.getLogger("exporter")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config.file", dest="config_file", metavar="FILE",
+                        help="YAML configuration file; its keys are the flag names "
+                             f"(env {config.ENV_PREFIX}CONFIG_FILE).")
+    for s in config.SETTINGS:
+        default = "" if s.default is None else f" (default: {s.show(s.default)})"
+        common.add_argument(s.flag, dest=s.key, metavar=s.metavar, default=None,
+                            help=f"{s.help}{default} [env {s.env}]")
+    parser = argparse.ArgumentParser(
+        prog="docker-hygiene-exporter", parents=[common],
+        description="Prometheus exporter for Docker disk usage, image age and staleness.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", metavar="FILE")
+    sub.add_parser("report", parents=[common],
+                   help="print disk usage, oldest images and stale containers, then exit")
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> dict[str, str]:
+    return {s.key: getattr(args, s.key) for s in config.SETTINGS
+            if getattr(args, s.key, None) is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        try:
+            config.build(environ={}, config_file=args.file)
+        except config.ConfigError as exc:
+            print(f"{args.file}: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.file}: ok")
+        return 0
+    try:
+        cfg = config.build(_flags(args), config_file=args.config_file)
+    except config.ConfigError as exc:
+        print(f"docker-hygiene-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(cfg.log_level, cfg.log_format)
+    if args.command == "report":
+        return report(cfg)
+    return serve(cfg)
+
+
+def report(cfg: config.Config) -> int:
+    from exporter.report import render
+
+    try:
+        engine = EngineReader(Engine(cfg.docker_host, cfg.docker_timeout)).read()
+    except EngineError as exc:
+        print(f"cannot read the Docker Engine at {cfg.docker_host}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        disk = DiskReader(Engine(cfg.docker_host, cfg.collector_disk_timeout)).read()
+    except EngineError as exc:
+        log.warning("/system/df failed: %s", exc)
+        disk = None
+    sys.stdout.write(render(engine, disk))
+    return 0
+
+
+def serve(cfg: config.Config) -> int:
+    from exporter.app import Exporter
+    from exporter.http import Server
+
+    exporter = Exporter(cfg)
+    try:
+        server = Server(exporter)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", cfg.web_listen_address, exc.strerror or exc)
+        return 1
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    exporter.start()
+    server.serve_in_thread()
+    log.info("listening on %s, metrics at %s, docker host %s, version %s",
+             cfg.web_listen_address, cfg.web_telemetry_path, cfg.docker_host, __version__)
+    stopping.wait()
+    server.shutdown()
+    server.server_close()
+    exporter.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,57 @@
+"""The exporter's own health: engine reachability, and each source's last refresh.
+
+Sample output::
+
+    docker_up 1.0
+    docker_exporter_build_info{version="0.1.0"} 1.0
+    docker_exporter_collector_success{collector="engine"} 1.0
+    docker_exporter_collector_duration_seconds{collector="disk"} 0.0123
+    docker_exporter_collector_last_success_timestamp_seconds{collector="disk"} 1.7958e+09
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter import __version__
+from exporter.refresh import Source
+
+
+class ExporterCollector:
+    def __init__(self, engine: Source[Any], sources: Sequence[Source[Any]]) -> None:
+        self.engine = engine
+        self.sources = sources
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "docker_up", "1 when the last read of images and containers from the Docker Engine "
+            "succeeded, else 0.", value=1 if self.engine.status.success else 0)
+        build = GaugeMetricFamily(
+            "docker_exporter_build_info", "The exporter's version; always 1.", labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        success = GaugeMetricFamily(
+            "docker_exporter_collector_success",
+            "1 when the collector's last background refresh succeeded, else 0 (0 until the "
+            "first one finished). Its metrics keep the last good values meanwhile.",
+            labels=["collector"])
+        duration = GaugeMetricFamily(
+            "docker_exporter_collector_duration_seconds",
+            "How long the collector's last background refresh took.", labels=["collector"])
+        last = GaugeMetricFamily(
+            "docker_exporter_collector_last_success_timestamp_seconds",
+            "When the collector last refreshed successfully: the age of the values it serves.",
+            labels=["collector"])
+        for source in self.sources:
+            status = source.status
+            success.add_metric([source.name], 1 if status.success else 0)
+            duration.add_metric([source.name], status.duration)
+            if status.last_success is not None:
+                last.add_metric([source.name], status.last_success)
+        yield from (success, duration, last)

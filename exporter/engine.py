@@ -1,0 +1,102 @@
+"""Docker Engine client: the few read-only Engine API calls the exporter makes.
+
+The client negotiates the API version with the daemon on first use and again after any
+failure, so a daemon that is upgraded or restarted under a running exporter is handled.
+Only GET requests are ever sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.utils import kwargs_from_env
+
+
+class EngineError(Exception):
+    """An Engine API call failed; ``reason`` is a short, stable word for logs."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _classify(exc: Exception) -> EngineError:
+    if isinstance(exc, requests.exceptions.Timeout):
+        return EngineError("timeout", str(exc))
+    if isinstance(exc, docker.errors.APIError):
+        return EngineError("api_error", exc.explanation or str(exc))
+    if isinstance(exc, requests.exceptions.ConnectionError | docker.errors.DockerException):
+        return EngineError("unreachable", str(exc))
+    if isinstance(exc, ValueError):  # a body that is not JSON
+        return EngineError("bad_response", str(exc))
+    return EngineError("error", f"{type(exc).__name__}: {exc}")
+
+
+class Engine:
+    """One connection to a Docker daemon. Not shared between threads: each source owns one."""
+
+    def __init__(self, host: str, timeout: float) -> None:
+        self.host = host
+        self.timeout = timeout
+        self._api: docker.APIClient | None = None
+
+    @property
+    def api_version(self) -> str:
+        return self._api.api_version if self._api else ""
+
+    def _client(self) -> docker.APIClient:
+        if self._api is None:
+            kwargs = kwargs_from_env()
+            kwargs["base_url"] = self.host
+            # "auto" asks the daemon for its version: the newest both sides speak.
+            self._api = docker.APIClient(version="auto", timeout=self.timeout, **kwargs)
+        return self._api
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._client(), method)(*args, **kwargs)
+        except Exception as exc:
+            if not isinstance(exc, docker.errors.NotFound):
+                self.close()  # renegotiate on the next call
+            raise _classify(exc) from exc
+
+    def images(self) -> list[dict[str, Any]]:
+        """GET /images/json: tagged and dangling top-level images."""
+        return self._call("images") or []
+
+    def containers(self) -> list[dict[str, Any]]:
+        """GET /containers/json?all=1."""
+        return self._call("containers", all=True) or []
+
+    def inspect_image(self, image_id: str) -> dict[str, Any] | None:
+        """GET /images/{id}/json, or None when the image went away meanwhile."""
+        try:
+            return self._call("inspect_image", image_id)
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return None
+            raise
+
+    def inspect_container(self, container_id: str) -> dict[str, Any] | None:
+        """GET /containers/{id}/json, or None when the container went away meanwhile."""
+        try:
+            return self._call("inspect_container", container_id)
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return None
+            raise
+
+    def system_df(self) -> dict[str, Any]:
+        """GET /system/df: slow, walks every layer, container and volume."""
+        return self._call("df") or {}
+
+    def close(self) -> None:
+        if self._api is not None:
+            try:
+                self._api.close()
+            finally:
+                self._api = None

@@ -1,0 +1,127 @@
+"""The HTTP server: landing page, metrics, health and readiness.
+
+A scrape renders what the background loops last read; nothing here calls Docker.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.app import Exporter
+
+log = logging.getLogger("exporter.http")
+
+REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
+MAX_REQUEST_LINE = 8192
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+        host, port = exporter.config.listen()
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), Handler)
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        thread.start()
+        return thread
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    timeout = REQUEST_TIMEOUT
+    server_version = f"docker-hygiene-exporter/{__version__}"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, code: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _text(self, code: int, text: str) -> None:
+        self._send(code, text.encode(), "text/plain; charset=utf-8")
+
+    def do_GET(self) -> None:
+        exporter = self.server.exporter
+        path = self.path.partition("?")[0]
+        if path == exporter.config.web_telemetry_path:
+            self._metrics()
+        elif path == "/":
+            self._send(200, landing_page(exporter).encode(), "text/html; charset=utf-8")
+        elif path == "/-/healthy":
+            self._text(200, "Healthy\n")
+        elif path == "/-/ready":
+            if exporter.ready:
+                self._text(200, "Ready\n")
+            else:
+                self._text(503, "Not ready: the first read of the engine has not finished\n")
+        else:
+            self._text(404, "Not found\n")
+
+    do_HEAD = do_GET
+
+    def _unsupported(self) -> None:
+        self._send(405, b"Method not allowed\n", "text/plain; charset=utf-8",
+                   {"Allow": "GET, HEAD"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _unsupported
+
+    def _metrics(self) -> None:
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        body = encoder(self.server.exporter.registry)
+        headers = {}
+        if "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        self._send(200, body, content_type, headers)
+
+
+def landing_page(exporter: Exporter) -> str:
+    config = exporter.config
+    path = html.escape(config.web_telemetry_path)
+    rows = "\n".join(
+        f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(v)}</code></td></tr>"
+        for k, v in config.shown().items()
+    )
+    sources = "\n".join(
+        f"<tr><td>{html.escape(s.name)}</td><td>{'ok' if s.status.success else 'failing'}"
+        f"</td></tr>" for s in exporter.sources
+    )
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Docker Hygiene Exporter</title></head>
+<body>
+<h1>Docker Hygiene Exporter</h1>
+<p>Version {html.escape(__version__)}</p>
+<ul>
+<li><a href="{path}">Metrics</a></li>
+<li><a href="/-/healthy">Health</a> and <a href="/-/ready">readiness</a></li>
+</ul>
+<h2>Sources</h2>
+<table>{sources}</table>
+<h2>Configuration in force</h2>
+<table>{rows}</table>
+</body></html>
+"""

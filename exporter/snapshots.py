@@ -1,0 +1,71 @@
+"""Immutable snapshots of what the sources last read. Collectors render these at scrape time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DISK_KINDS = ("images", "containers", "volumes", "build_cache")
+
+
+@dataclass(frozen=True)
+class Image:
+    """One local image (an image ID) with every tag and registry digest it carries."""
+
+    id: str
+    tags: tuple[str, ...]  # familiar "repository:tag" forms, as in RepoTags
+    repo_digests: tuple[str, ...]  # "repository@sha256:..." forms, as in RepoDigests
+    size: int
+    created: float
+    last_tagged: float | None  # Metadata.LastTagTime; None when the engine has none
+    containers: int  # containers (any state) created from this image ID
+
+    @property
+    def dangling(self) -> bool:
+        return not self.tags
+
+    def digest_for(self, repository: str) -> str:
+        """The registry digest this image has for ``repository`` ("" when it has none)."""
+        found = sorted(d.partition("@")[2] for d in self.repo_digests
+                       if d.partition("@")[0] == repository)
+        return found[0] if found else ""
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container, with the reference it was created from and whether that went stale."""
+
+    id: str
+    name: str
+    image: str  # the reference the container was created from, in familiar form
+    image_id: str
+    state: str
+    created: float
+    stale: bool  # its reference now names another local image ID (pulled, not recreated)
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    images: tuple[Image, ...]
+    containers: tuple[Container, ...]
+    api_version: str
+
+
+@dataclass(frozen=True)
+class KindUsage:
+    """One row of ``docker system df``."""
+
+    total: int
+    active: int
+    size: int
+    reclaimable: int
+
+
+@dataclass(frozen=True)
+class DiskSnapshot:
+    images: KindUsage
+    containers: KindUsage
+    volumes: KindUsage
+    build_cache: KindUsage
+
+    def by_kind(self) -> dict[str, KindUsage]:
+        return {kind: getattr(self, kind) for kind in DISK_KINDS}

@@ -1,0 +1,278 @@
+"""Real services for the tests: a private dockerd, a Distribution registry, the exporter.
+
+Each one is started here and stopped by its fixture. A service that cannot start fails the
+test loudly; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        raise RuntimeError(f"{binary} is not installed: run .ci/run (it installs the test deps)")
+    return path
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc!r}")
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+@dataclass
+class Dockerd:
+    """A private Docker daemon with its own socket, data root and exec root."""
+
+    root: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "docker.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 30.0) -> Dockerd:
+        dockerd = need("dockerd")
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [dockerd, "--host", self.host, "--data-root", str(self.root / "data"),
+             "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"),
+             "--iptables=false", "--ip-masq=false", "--bridge=none"],
+            stdout=log, stderr=log, start_new_session=True)
+        transport = httpx.HTTPTransport(uds=str(self.socket))
+        with httpx.Client(transport=transport, base_url="http://docker") as client:
+            def ping() -> bool:
+                if self.proc.poll() is not None:
+                    tail = (self.root / "dockerd.log").read_text()[-2000:]
+                    raise RuntimeError(f"dockerd exited: {tail}")
+                return client.get("/_ping", timeout=1).text == "OK"
+            try:
+                wait_for(ping, timeout, "dockerd to answer /_ping")
+            except TimeoutError:
+                tail = (self.root / "dockerd.log").read_text()[-3000:]
+                self.stop()
+                raise RuntimeError(f"dockerd did not start:\n{tail}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc, 30)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (containerd shim processes may survive, as in a real crash)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def cli(self, *args: str, input: bytes | None = None, check: bool = True,
+            cwd: str | Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> str:
+        """Run the docker CLI that ships with this engine (Debian's docker.io)."""
+        docker = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else need("docker")
+        full_env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "1",
+                    "DOCKER_CONFIG": str(self.root / "client-config"), **(env or {})}
+        proc = subprocess.run([docker, *args], input=input, capture_output=True, env=full_env,
+                              cwd=cwd, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)} failed: {proc.stderr.decode()}")
+        return proc.stdout.decode()
+
+    def make_base_image(self, tag: str) -> str:
+        """Import a one-binary image (busybox-static); returns its image ID."""
+        busybox = "/bin/busybox"
+        if not os.path.exists(busybox):
+            raise RuntimeError("busybox-static is not installed: run .ci/run")
+        tree = self.root / "busybox-rootfs"
+        (tree / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy(busybox, tree / "bin" / "busybox")
+        with contextlib.suppress(FileExistsError):
+            (tree / "bin" / "sh").symlink_to("busybox")
+        tarball = self.root / "busybox.tar"
+        subprocess.run(["tar", "-C", str(tree), "-cf", str(tarball), "."], check=True)
+        return self.cli("import", str(tarball), tag).strip()
+
+    def build(self, tag: str, dockerfile: str, files: dict[str, str] | None = None) -> str:
+        """docker build (BuildKit, no network) of a Dockerfile; returns the image ID."""
+        ctx = self.root / "build" / f"{tag.replace('/', '_').replace(':', '_')}-{time.time_ns()}"
+        ctx.mkdir(parents=True)
+        (ctx / "Dockerfile").write_text(dockerfile)
+        for name, content in (files or {}).items():
+            (ctx / name).write_text(content)
+        self.cli("build", "--network", "none", "-t", tag, str(ctx))
+        return self.cli("image", "inspect", "--format", "{{.Id}}", tag).strip()
+
+
+@dataclass
+class Registry:
+    """CNCF Distribution (Debian's docker-registry) on a loopback port."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, extra_config: str = "") -> Registry:
+        binary = need("docker-registry")
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: warn}\n"
+            f"storage:\n  filesystem: {{rootdirectory: {self.root / 'data'}}}\n"
+            "  delete: {enabled: true}\n"
+            f"http:\n  addr: {self.address}\n" + extra_config)
+        log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log,
+                                     start_new_session=True)
+        wait_for(lambda: httpx.get(f"http://{self.address}/v2/", timeout=1).status_code
+                 in (200, 401), 15, "the registry to answer /v2/")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
+@dataclass
+class ExporterProcess:
+    """The exporter, run the way users run it: its console entry point in a subprocess."""
+
+    args: list[str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True) -> ExporterProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_HYGIENE_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--web.listen-address",
+             f"127.0.0.1:{self.port}", *self.args],
+            stdout=log, stderr=log, start_new_session=True, env=env, cwd=ROOT)
+        if wait_ready:
+            wait_for(lambda: self._alive() and httpx.get(f"{self.url}/-/ready", timeout=1)
+                     .status_code == 200, 30, "the exporter to be ready")
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"exporter exited: {self.log()}")
+        return True
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def scrape_text(self) -> str:
+        response = httpx.get(f"{self.url}/metrics", timeout=10)
+        response.raise_for_status()
+        return response.text
+
+    def scrape(self) -> Metrics:
+        return Metrics.parse(self.scrape_text())
+
+    def wait_metrics(self, check, timeout: float = 30, what: str = "metrics") -> Metrics:
+        def attempt():
+            m = self.scrape()
+            return m if check(m) else None
+        return wait_for(attempt, timeout, what, interval=0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
+class Metrics:
+    """A parsed scrape: look samples up by name and labels."""
+
+    def __init__(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
+        self.samples = samples
+
+    @classmethod
+    def parse(cls, text: str) -> Metrics:
+        samples = []
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples.append((s.name, dict(s.labels), s.value))
+        return cls(samples)
+
+    def select(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+        return [(lb, v) for n, lb, v in self.samples
+                if n == name and all(lb.get(k) == want for k, want in labels.items())]
+
+    def get(self, name: str, **labels: str) -> float | None:
+        found = self.select(name, **labels)
+        if len(found) > 1:
+            raise AssertionError(f"{name}{labels} matches {len(found)} series")
+        return found[0][1] if found else None
+
+    def names(self) -> set[str]:
+        return {n for n, _, _ in self.samples}
+
+
+@contextlib.contextmanager
+def running(service) -> Iterator:
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -1,0 +1,222 @@
+"""The exporter against a real dockerd: disk figures, images, containers, as docker shows them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter.report import human_size
+from tests.proxy import EngineProxy
+from tests.services import Dockerd, Metrics, wait_for
+
+KINDS = {"Images": "images", "Containers": "containers", "Local Volumes": "volumes",
+         "Build Cache": "build_cache"}
+FAST = ("--collector.engine.interval", "1s", "--collector.disk.interval", "1s")
+
+
+@pytest.fixture(scope="module")
+def populated(dockerd: Dockerd) -> Dockerd:
+    """Every kind of object docker system df counts, in used and unused variants."""
+    d = dockerd
+    d.build("hygiene-app:1", "FROM hygiene-base:1\nCOPY a /a\n", {"a": "one" * 5000})
+    d.build("hygiene-app:2", "FROM hygiene-base:1\nCOPY a /a\n", {"a": "two" * 7000})
+    d.cli("tag", "hygiene-app:2", "hygiene-app:latest")
+    d.build("hygiene-dangle:1", "FROM hygiene-base:1\nCOPY a /a\n", {"a": "first" * 100})
+    d.build("hygiene-dangle:1", "FROM hygiene-base:1\nCOPY a /a\n", {"a": "second" * 100})
+    d.build("hygiene-run:1", 'FROM hygiene-base:1\nRUN ["/bin/busybox", "sh", "-c", '
+            '"head -c 40000 /dev/zero > /z"]\n')
+    run = ("--network", "none")
+    d.cli("volume", "create", "hygiene-unused")
+    d.cli("run", "--rm", *run, "-v", "hygiene-unused:/v", "hygiene-base:1",
+          "/bin/busybox", "sh", "-c", "head -c 300000 /dev/zero > /v/f")
+    d.cli("run", "--rm", *run, "-v", "hygiene-used:/v", "hygiene-base:1",
+          "/bin/busybox", "sh", "-c", "head -c 200000 /dev/zero > /v/f")
+    d.cli("run", "-d", "--name", "hygiene-running", *run, "-v", "hygiene-used:/v",
+          "hygiene-app:1", "/bin/busybox", "sleep", "3600")
+    d.cli("exec", "hygiene-running", "/bin/busybox", "sh", "-c", "head -c 1000 /dev/zero > /rw")
+    d.cli("run", "--name", "hygiene-stopped", *run, "hygiene-app:2",
+          "/bin/busybox", "sh", "-c", "head -c 5000 /dev/zero > /rw")
+    d.cli("create", "--name", "hygiene-created", *run, "docker.io/library/hygiene-base:1",
+          "/bin/busybox", "true")
+    return d
+
+
+def _ready_exporter(exporter_factory, host: str, *extra: str):
+    exp = exporter_factory("--docker.host", host, *FAST, *extra)
+    exp.wait_metrics(lambda m: m.get("docker_exporter_collector_success", collector="disk") == 1
+                     and m.get("docker_up") == 1, what="both collectors to succeed")
+    return exp
+
+
+def _cli_df(cli) -> dict[str, dict[str, str]]:
+    return {KINDS[row["Type"]]: row
+            for row in map(json.loads, cli("system", "df", "--format", "{{json .}}").splitlines())}
+
+
+def _assert_matches_df(metrics: Metrics, rows: dict[str, dict[str, str]], cli_name: str) -> None:
+    assert set(rows) == set(KINDS.values())
+    for kind, row in rows.items():
+        usage = metrics.get("docker_disk_usage_bytes", kind=kind)
+        reclaimable = metrics.get("docker_disk_reclaimable_bytes", kind=kind)
+        assert metrics.get("docker_disk_objects", kind=kind) == int(row["TotalCount"]), (
+            cli_name, kind)
+        assert metrics.get("docker_disk_active_objects", kind=kind) == int(row["Active"]), (
+            cli_name, kind)
+        assert human_size(usage) == row["Size"], (cli_name, kind, usage, row)
+        assert human_size(reclaimable) == row["Reclaimable"].split(" ")[0], (
+            cli_name, kind, reclaimable, row)
+
+
+def test_disk_figures_equal_docker_system_df(populated: Dockerd, exporter_factory) -> None:
+    exp = _ready_exporter(exporter_factory, populated.host)
+    rows = _cli_df(populated.cli)
+    # Every kind is present and non-trivial, so the comparison means something.
+    for kind in KINDS.values():
+        assert int(rows[kind]["TotalCount"]) > 0, (kind, rows)
+    assert 0 < int(rows["images"]["Active"]) < int(rows["images"]["TotalCount"])
+    assert int(rows["volumes"]["Active"]) == 1
+    metrics = exp.wait_metrics(
+        lambda m: m.get("docker_disk_objects", kind="containers") == 3, what="3 containers")
+    _assert_matches_df(metrics, rows, "docker 20.10")
+    assert metrics.get("docker_disk_reclaimable_bytes", kind="volumes") >= 300000
+    assert metrics.get("docker_disk_reclaimable_bytes", kind="containers") >= 5000
+    # The newer CLI (if this machine has one) computes the same figures the same way.
+    newer = shutil.which("docker", path="/usr/local/bin")
+    if newer:
+        out = subprocess.run([newer, "system", "df", "--format", "{{json .}}"], check=True,
+                             capture_output=True, text=True,
+                             env={"DOCKER_HOST": populated.host, "PATH": "/usr/bin:/bin",
+                                  "DOCKER_CONFIG": str(populated.root / "client-config")})
+        rows = {KINDS[r["Type"]]: r for r in map(json.loads, out.stdout.splitlines())}
+        _assert_matches_df(metrics, rows, newer)
+
+
+def test_image_series_match_docker_images(populated: Dockerd, exporter_factory) -> None:
+    exp = _ready_exporter(exporter_factory, populated.host)
+    metrics = exp.scrape()
+    listed = populated.cli("images", "--no-trunc", "--format",
+                           "{{.Repository}}:{{.Tag}} {{.ID}}").splitlines()
+    tagged = {tuple(line.split()) for line in listed if "<none>" not in line}
+    series = {(lb["image"], lb["id"]) for lb, _ in metrics.select("docker_image_info")
+              if lb["tag"] != "<none>"}
+    assert series == tagged
+    assert ("hygiene-app:latest", populated.cli("image", "inspect", "-f", "{{.Id}}",
+                                                "hygiene-app:2").strip()) in series
+
+    dangling = populated.cli("images", "--no-trunc", "-q", "-f", "dangling=true").split()
+    assert len(dangling) >= 1
+    assert metrics.get("docker_images_dangling") == len(set(dangling))
+    for image_id in dangling:
+        assert metrics.get("docker_image_info", id=image_id, tag="<none>") == 1
+    dangling_sizes = sum(int(populated.cli("image", "inspect", "-f", "{{.Size}}", i))
+                         for i in set(dangling))
+    assert metrics.get("docker_images_dangling_bytes") == dangling_sizes
+
+    for image_id in {i for _, i in tagged}:
+        inspect = json.loads(populated.cli("image", "inspect", image_id))[0]
+        assert metrics.get("docker_image_size_bytes", id=image_id) == inspect["Size"]
+        created = metrics.get("docker_image_created_timestamp_seconds", id=image_id)
+        assert created == pytest.approx(_rfc3339(inspect["Created"]), abs=1)
+        tagged_at = metrics.get("docker_image_last_tagged_timestamp_seconds", id=image_id)
+        assert tagged_at == pytest.approx(_rfc3339(inspect["Metadata"]["LastTagTime"]), abs=1e-3)
+
+    users = populated.cli("ps", "-aq", "--no-trunc").split()
+    expected: dict[str, int] = {}
+    for cid in users:
+        image_id = populated.cli("inspect", "-f", "{{.Image}}", cid).strip()
+        expected[image_id] = expected.get(image_id, 0) + 1
+    for lb, value in metrics.select("docker_image_containers"):
+        assert value == expected.get(lb["id"], 0), lb
+
+
+def _rfc3339(text: str) -> float:
+    from exporter.readers import parse_timestamp
+
+    value = parse_timestamp(text)
+    assert value is not None
+    return value
+
+
+def test_container_series(populated: Dockerd, exporter_factory) -> None:
+    exp = _ready_exporter(exporter_factory, populated.host)
+    metrics = exp.scrape()
+    states = {lb["container"]: (lb["state"], lb["image"]) for lb, _ in
+              metrics.select("docker_container_info")}
+    assert states["hygiene-running"] == ("running", "hygiene-app:1")
+    assert states["hygiene-stopped"] == ("exited", "hygiene-app:2")
+    # Created as docker.io/library/hygiene-base:1: labels use the engine's short form.
+    assert states["hygiene-created"] == ("created", "hygiene-base:1")
+    running_id = populated.cli("inspect", "-f", "{{.Id}}", "hygiene-running").strip()
+    assert metrics.get("docker_container_info", container="hygiene-running",
+                       id=running_id) == 1
+    for name in ("hygiene-running", "hygiene-stopped", "hygiene-created"):
+        assert metrics.get("docker_container_image_stale", container=name) == 0
+        created = json.loads(populated.cli("inspect", name))[0]["Created"]
+        assert metrics.get("docker_container_created_timestamp_seconds",
+                           container=name) == pytest.approx(_rfc3339(created), abs=1)
+
+
+def test_removed_objects_disappear(populated: Dockerd, exporter_factory) -> None:
+    populated.cli("tag", "hygiene-base:1", "hygiene-ephemeral:1")
+    populated.cli("create", "--name", "hygiene-ephemeral", "--network", "none",
+                  "hygiene-ephemeral:1", "/bin/busybox", "true")
+    exp = _ready_exporter(exporter_factory, populated.host)
+    exp.wait_metrics(lambda m: m.select("docker_image_info", image="hygiene-ephemeral:1")
+                     and m.select("docker_container_info", container="hygiene-ephemeral"),
+                     what="the ephemeral tag and container")
+    populated.cli("rm", "hygiene-ephemeral")
+    populated.cli("rmi", "hygiene-ephemeral:1")
+    exp.wait_metrics(lambda m: not m.select("docker_image_info", image="hygiene-ephemeral:1")
+                     and not m.select("docker_container_info", container="hygiene-ephemeral"),
+                     what="the removed tag and container to disappear")
+
+
+def test_scrapes_never_call_the_engine_and_df_never_overlaps(
+        populated: Dockerd, exporter_factory, tmp_path: Path) -> None:
+    proxy = EngineProxy(populated.socket, tmp_path / "proxy.sock").start()
+    try:
+        # A /system/df slower than its interval: calls must not pile up.
+        proxy.delays["/system/df"] = 2.5
+        exp = exporter_factory("--docker.host", proxy.host, "--collector.engine.interval", "1h",
+                               "--collector.disk.interval", "1s")
+        wait_for(lambda: proxy.counts["GET /system/df"] >= 3, 20, "three df calls")
+        assert proxy.max_in_flight["/system/df"] == 1
+
+        before = dict(proxy.counts)
+        durations = []
+        for _ in range(50):
+            started = time.monotonic()
+            exp.scrape_text()
+            durations.append(time.monotonic() - started)
+        engine_calls = {k: v - before.get(k, 0) for k, v in proxy.counts.items()
+                        if k != "GET /system/df" and v != before.get(k, 0)}
+        assert engine_calls == {}, "scrapes reached the engine"
+        # While a 2.5 s df is under way, no scrape waits for it.
+        assert max(durations) < 1.0, durations
+        metrics = exp.scrape()
+        assert metrics.get("docker_disk_objects", kind="images") > 0
+        assert metrics.get("docker_exporter_collector_duration_seconds",
+                           collector="disk") >= 2.5
+    finally:
+        proxy.stop()
+
+
+def test_second_refresh_inspects_nothing_new(populated: Dockerd, exporter_factory,
+                                             tmp_path: Path) -> None:
+    proxy = EngineProxy(populated.socket, tmp_path / "proxy.sock").start()
+    try:
+        exporter_factory("--docker.host", proxy.host, "--collector.engine.interval", "1s",
+                         "--collector.disk.interval", "1h")
+        wait_for(lambda: proxy.counts["GET /images/json"] >= 2, 10, "a second refresh")
+        inspects = proxy.counts["GET /images/{id}/json"]
+        wait_for(lambda: proxy.counts["GET /images/json"] >= 4, 10, "two more refreshes")
+        assert proxy.counts["GET /images/{id}/json"] == inspects
+        assert inspects >= 1
+        assert all(k.startswith("GET ") for k in proxy.counts), proxy.counts
+    finally:
+        proxy.stop()
