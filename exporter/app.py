@@ -12,11 +12,31 @@ from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.disk import DiskCollector
 from exporter.collectors.exporter import ExporterCollector
 from exporter.collectors.images import ImagesCollector
+from exporter.collectors.upstream import UpstreamCollector
 from exporter.config import Config
 from exporter.engine import Engine
 from exporter.readers import DiskReader, EngineReader
 from exporter.refresh import Source
-from exporter.snapshots import DiskSnapshot, EngineSnapshot
+from exporter.snapshots import DiskSnapshot, EngineSnapshot, UpstreamSnapshot
+from exporter.state import StateStore
+from exporter.upstream import make_source
+
+
+def build_registry(engine: Source[EngineSnapshot], disk: Source[DiskSnapshot],
+                   sources: list[Source[Any]], upstream: Source[UpstreamSnapshot] | None,
+                   upstream_interval: float, store: StateStore | None) -> CollectorRegistry:
+    """The registry of every docker_* collector; the golden test renders exactly this."""
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in (
+        ExporterCollector(engine, sources, store),
+        DiskCollector(disk),
+        ImagesCollector(engine),
+        ContainersCollector(engine),
+    ):
+        registry.register(collector)
+    if upstream is not None:
+        registry.register(UpstreamCollector(upstream, engine, upstream_interval))
+    return registry
 
 
 class Exporter:
@@ -30,14 +50,14 @@ class Exporter:
             "disk", DiskReader(disk_engine).read, config.collector_disk_interval,
             disk_engine.close)
         self.sources: list[Source[Any]] = [self.engine, self.disk]
-        self.registry = CollectorRegistry(auto_describe=False)
-        for collector in (
-            ExporterCollector(self.engine, self.sources),
-            DiskCollector(self.disk),
-            ImagesCollector(self.engine),
-            ContainersCollector(self.engine),
-        ):
-            self.registry.register(collector)
+        self.upstream: Source[UpstreamSnapshot] | None = None
+        self.store: StateStore | None = None
+        if config.upstream_mode == "local":
+            self.upstream, checker = make_source(config, self.engine)
+            self.store = checker.store
+            self.sources.append(self.upstream)
+        self.registry = build_registry(self.engine, self.disk, self.sources, self.upstream,
+                                       config.upstream_interval, self.store)
         ProcessCollector(registry=self.registry)
         self._stop = threading.Event()
 

@@ -22,7 +22,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="YAML configuration file; its keys are the flag names "
                              f"(env {config.ENV_PREFIX}CONFIG_FILE).")
     for s in config.SETTINGS:
-        default = "" if s.default is None else f" (default: {s.show(s.default)})"
+        if s.yaml_only:
+            continue
+        shown = s.show(s.default) if s.default is not None else ""
+        default = f" (default: {shown})" if shown else ""
         common.add_argument(s.flag, dest=s.key, metavar=s.metavar, default=None,
                             help=f"{s.help}{default} [env {s.env}]")
     parser = argparse.ArgumentParser(
@@ -39,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _flags(args: argparse.Namespace) -> dict[str, str]:
     return {s.key: getattr(args, s.key) for s in config.SETTINGS
-            if getattr(args, s.key, None) is not None}
+            if not s.yaml_only and getattr(args, s.key, None) is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

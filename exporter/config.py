@@ -109,6 +109,104 @@ def _docker_host(value: Any) -> str:
     return value
 
 
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{value!r} is not a whole number")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if not 0 < number <= 1024:
+        raise ValueError(f"{value!r} must be between 1 and 1024")
+    return number
+
+
+def _string_list(value: Any) -> tuple[str, ...]:
+    """A YAML list, or a comma-separated string from a flag or the environment."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = value
+    else:
+        raise ValueError(f"{value!r} is not a list of strings")
+    return tuple(items)
+
+
+def _regex_list(value: Any) -> tuple[str, ...]:
+    items = _string_list(value)
+    for item in items:
+        try:
+            re.compile(item)
+        except re.error as exc:
+            raise ValueError(f"{item!r} is not a regular expression: {exc}") from None
+    return items
+
+
+def _optional_string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _platform(value: Any) -> str:
+    value = _optional_string(value)
+    if value and not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", value):
+        raise ValueError(f"{value!r} is not a platform: use os/arch or os/arch/variant")
+    return value
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one registry from the exporter's config; the password never shows."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"RegistryAuth(username={self.username!r}, password=<masked>)"
+
+
+def _registries(value: Any) -> tuple[tuple[str, RegistryAuth], ...]:
+    if not isinstance(value, Mapping):
+        raise ValueError("must map registry hosts to {username, password or password_file}")
+    out = []
+    for host, entry in value.items():
+        if not isinstance(host, str) or not host or "/" in host:
+            raise ValueError(f"{host!r} is not a registry host (e.g. ghcr.io or host:5000)")
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{host}: must be a mapping with username and password")
+        unknown = set(entry) - {"username", "password", "password_file"}
+        if unknown:
+            raise ValueError(f"{host}.{sorted(map(str, unknown))[0]}: unknown key")
+        user = entry.get("username")
+        if not isinstance(user, str) or not user:
+            raise ValueError(f"{host}.username: required")
+        if ("password" in entry) == ("password_file" in entry):
+            raise ValueError(f"{host}: give exactly one of password and password_file")
+        if "password_file" in entry:
+            path = entry["password_file"]
+            try:
+                with open(str(path), encoding="utf-8") as fh:
+                    password = fh.read().strip()
+            except OSError as exc:
+                raise ValueError(f"{host}.password_file: cannot read {path}: "
+                                 f"{exc.strerror}") from None
+        else:
+            password = entry["password"]
+            if not isinstance(password, str):
+                raise ValueError(f"{host}.password: must be a string")
+        out.append((host, RegistryAuth(user, password)))
+    return tuple(out)
+
+
+def _show_registries(value: tuple[tuple[str, RegistryAuth], ...]) -> str:
+    return ", ".join(f"{host} (user {auth.username}, password <masked>)" for host, auth in value)
+
+
+def _show_list(value: tuple[str, ...]) -> str:
+    return ", ".join(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its dotted key, parser, default and help text."""
@@ -119,6 +217,7 @@ class Setting:
     help: str
     metavar: str = "VALUE"
     show: Callable[[Any], str] = str
+    yaml_only: bool = False
 
     @property
     def flag(self) -> str:
@@ -156,6 +255,43 @@ SETTINGS: tuple[Setting, ...] = (
             "DURATION", format_duration),
     Setting("collector.disk.timeout", parse_duration, 600.0,
             "Timeout of one /system/df call.", "DURATION", format_duration),
+    Setting("docker.config", _optional_string, None,
+            "Docker client config.json whose auths, credsStore and credHelpers give registry "
+            "credentials (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json).",
+            "FILE"),
+    Setting("upstream.mode", _choice("local", "off"), "local",
+            "local: check this host's tags against their registries; off: no registry "
+            "traffic.", "MODE"),
+    Setting("upstream.interval", parse_duration, 6 * 3600.0,
+            "How often each tag is checked against its registry (jittered; the first check "
+            "runs right after start-up and whenever a tag's local image changes).",
+            "DURATION", format_duration),
+    Setting("upstream.timeout", parse_duration, 10.0,
+            "Timeout of one registry request.", "DURATION", format_duration),
+    Setting("upstream.concurrency", _positive_int, 32,
+            "Registry requests in flight at most, over all registries.", "N"),
+    Setting("upstream.registry_concurrency", _positive_int, 16,
+            "Registry requests in flight at most, per registry.", "N"),
+    Setting("upstream.include", _regex_list, (),
+            "Only check image references (short form, e.g. nginx:1.25) matching one of these "
+            "regular expressions; comma-separated on the command line. Empty: all.", "REGEX,...",
+            _show_list),
+    Setting("upstream.exclude", _regex_list, (),
+            "Never check image references matching one of these regular expressions.",
+            "REGEX,...", _show_list),
+    Setting("upstream.insecure_registries", _string_list, (),
+            "Registries to reach over plain HTTP besides those the engine treats as insecure "
+            "(loopback and the daemon's insecure-registries).", "HOST,...", _show_list),
+    Setting("upstream.platform", _platform, "",
+            "Platform whose manifest decides drift in multi-arch images (default: the "
+            "engine's, e.g. linux/amd64).", "OS/ARCH"),
+    Setting("state.path", _optional_string, None,
+            "SQLite file keeping drift-since times and registry documents across restarts "
+            "(default: $STATE_DIRECTORY/state.db, else "
+            "~/.local/state/docker-hygiene-exporter/state.db).", "FILE"),
+    Setting("registries", _registries, (),
+            "Registry credentials by host: {username, password or password_file}.",
+            show=_show_registries, yaml_only=True),
     Setting("log.level", _choice("debug", "info", "warn", "error"), "info",
             "Only log messages with the given severity or above.", "LEVEL"),
     Setting("log.format", _choice("logfmt", "json"), "logfmt",
@@ -176,6 +312,18 @@ class Config:
     collector_engine_interval: float = 15.0
     collector_disk_interval: float = 300.0
     collector_disk_timeout: float = 600.0
+    docker_config: str | None = None
+    upstream_mode: str = "local"
+    upstream_interval: float = 6 * 3600.0
+    upstream_timeout: float = 10.0
+    upstream_concurrency: int = 32
+    upstream_registry_concurrency: int = 16
+    upstream_include: tuple[str, ...] = ()
+    upstream_exclude: tuple[str, ...] = ()
+    upstream_insecure_registries: tuple[str, ...] = ()
+    upstream_platform: str = ""
+    state_path: str | None = None
+    registries: tuple[tuple[str, RegistryAuth], ...] = ()
     log_level: str = "info"
     log_format: str = "logfmt"
     config_file: str | None = None
@@ -197,7 +345,7 @@ def _attr(key: str) -> str:
     return key.replace(".", "_")
 
 
-def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Turn nested YAML into dotted keys, rejecting keys we do not know."""
     out: dict[str, Any] = {}
     for raw_key, value in doc.items():
@@ -207,7 +355,7 @@ def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if key in SETTINGS_BY_KEY:
             out[key] = value
         elif isinstance(value, Mapping) and any(k.startswith(key + ".") for k in SETTINGS_BY_KEY):
-            out.update(_flatten(value, key + "."))
+            out.update(flatten(value, key + "."))
         else:
             raise ConfigError(key, "unknown key" + _suggest(key))
     return out
@@ -227,6 +375,8 @@ def read_file(path: str) -> dict[str, Any]:
             doc = yaml.safe_load(fh)
     except OSError as exc:
         raise ConfigError("config.file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config.file", f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -235,11 +385,12 @@ def read_file(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(doc, Mapping):
         raise ConfigError("config.file", f"{path} must hold a mapping of settings")
-    return _flatten(doc)
+    return flatten(doc)
 
 
 def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    return {s.key: environ[s.env] for s in SETTINGS if environ.get(s.env) not in (None, "")}
+    return {s.key: environ[s.env] for s in SETTINGS
+            if not s.yaml_only and environ.get(s.env) not in (None, "")}
 
 
 def build(
@@ -263,5 +414,7 @@ def build(
         except (ValueError, TypeError) as exc:
             raise ConfigError(key, str(exc)) from None
     if "docker_host" not in values:
-        values["docker_host"] = _default_docker_host()
+        values["docker_host"] = environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    if "upstream_interval" in values and values["upstream_interval"] < 1:
+        raise ConfigError("upstream.interval", "must be at least 1s")
     return Config(config_file=config_file, **values)

@@ -90,6 +90,14 @@ class Engine:
                 return None
             raise
 
+    def info(self) -> dict[str, Any]:
+        """GET /info: the daemon's registry configuration (insecure registries)."""
+        return self._call("info") or {}
+
+    def version(self) -> dict[str, Any]:
+        """GET /version: the daemon's OS and architecture."""
+        return self._call("version") or {}
+
     def system_df(self) -> dict[str, Any]:
         """GET /system/df: slow, walks every layer, container and volume."""
         return self._call("df") or {}

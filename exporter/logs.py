@@ -44,6 +44,6 @@ def setup(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
-    # The docker SDK and urllib3 log every connection attempt at debug; keep them quiet.
-    for noisy in ("urllib3", "docker"):
-        logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.INFO))
+    # The docker SDK, urllib3 and httpx log every connection or request; keep them quiet.
+    for noisy in ("urllib3", "docker", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))

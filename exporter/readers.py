@@ -109,6 +109,12 @@ def _tags(raw: Any) -> tuple[str, ...]:
     return tuple(sorted({t for t in raw if isinstance(t, str) and t and "<none>" not in t}))
 
 
+def _label(c: Mapping[str, Any], key: str) -> str:
+    labels = c.get("Labels")
+    value = labels.get(key) if isinstance(labels, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
 def _container_name(c: Mapping[str, Any]) -> str:
     names = c.get("Names")
     if isinstance(names, list) and names and isinstance(names[0], str):
@@ -154,6 +160,7 @@ def build_engine_snapshot(
             state=str(c.get("State", "")),
             created=float(_int(c.get("Created"))),
             stale=now_names is not None and now_names != image_id,
+            drift_opt_out=_label(c, "docker-hygiene.drift").lower() == "false",
         ))
 
     out_images = []

@@ -41,6 +41,7 @@ class Container:
     state: str
     created: float
     stale: bool  # its reference now names another local image ID (pulled, not recreated)
+    drift_opt_out: bool = False  # label docker-hygiene.drift=false
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,28 @@ class DiskSnapshot:
 
     def by_kind(self) -> dict[str, KindUsage]:
         return {kind: getattr(self, kind) for kind in DISK_KINDS}
+
+
+UPSTREAM_STATUSES = ("current", "drifted", "platform_unchanged", "unknown")
+
+
+@dataclass(frozen=True)
+class TagState:
+    """What the registry says of one local tag, as of its last check."""
+
+    image: str  # the tag in short form, e.g. "nginx:1.25"
+    image_id: str  # the local image ID the tag named when checked
+    status: str  # one of UPSTREAM_STATUSES
+    reason: str = ""  # why the status is unknown
+    upstream_digest: str = ""
+    upstream_config: str = ""  # config digest of upstream's manifest for this platform
+    checked: float | None = None  # when a check last decided the status
+    drift_since: float | None = None  # when drift was first seen; survives restarts
+
+
+@dataclass(frozen=True)
+class UpstreamSnapshot:
+    states: tuple[TagState, ...]
+    ratelimits: tuple[tuple[str, int | None, int | None], ...] = ()
+    requests: tuple[tuple[tuple[str, str, str], int], ...] = ()
+    digest_fallbacks: tuple[tuple[str, int], ...] = ()

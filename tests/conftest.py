@@ -35,8 +35,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 def exporter_factory(tmp_path: Path) -> Iterator:
     started: list[ExporterProcess] = []
 
-    def make(*args: str, wait_ready: bool = True) -> ExporterProcess:
-        proc = ExporterProcess(list(args), tmp_path / f"exporter-{len(started)}.log")
+    def make(*args: str, wait_ready: bool = True,
+             env: dict[str, str] | None = None) -> ExporterProcess:
+        proc = ExporterProcess(list(args), tmp_path / f"exporter-{len(started)}.log",
+                               env=env or {})
         started.append(proc)
         return proc.start(wait_ready=wait_ready)
 

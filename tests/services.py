@@ -45,7 +45,7 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.05):
             result = check()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last_exc = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc!r}")
@@ -197,6 +197,7 @@ class ExporterProcess:
     log_path: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -205,9 +206,13 @@ class ExporterProcess:
     def start(self, wait_ready: bool = True) -> ExporterProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_HYGIENE_")}
+        env.update(self.env)
+        # Each exporter gets its own state file unless the test names one.
+        state = [] if "--state.path" in self.args else [
+            "--state.path", str(self.log_path.with_suffix(".state.db"))]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "--web.listen-address",
-             f"127.0.0.1:{self.port}", *self.args],
+             f"127.0.0.1:{self.port}", *state, *self.args],
             stdout=log, stderr=log, start_new_session=True, env=env, cwd=ROOT)
         if wait_ready:
             wait_for(lambda: self._alive() and httpx.get(f"{self.url}/-/ready", timeout=1)

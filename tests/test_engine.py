@@ -183,7 +183,7 @@ def test_scrapes_never_call_the_engine_and_df_never_overlaps(
         # A /system/df slower than its interval: calls must not pile up.
         proxy.delays["/system/df"] = 2.5
         exp = exporter_factory("--docker.host", proxy.host, "--collector.engine.interval", "1h",
-                               "--collector.disk.interval", "1s")
+                               "--collector.disk.interval", "1s", "--upstream.mode", "off")
         wait_for(lambda: proxy.counts["GET /system/df"] >= 3, 20, "three df calls")
         assert proxy.max_in_flight["/system/df"] == 1
 

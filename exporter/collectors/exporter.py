@@ -7,6 +7,7 @@ Sample output::
     docker_exporter_collector_success{collector="engine"} 1.0
     docker_exporter_collector_duration_seconds{collector="disk"} 0.0123
     docker_exporter_collector_last_success_timestamp_seconds{collector="disk"} 1.7958e+09
+    docker_exporter_state_persistent 1.0
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter import __version__
 from exporter.refresh import Source
+from exporter.state import StateStore
 
 
 class ExporterCollector:
-    def __init__(self, engine: Source[Any], sources: Sequence[Source[Any]]) -> None:
+    def __init__(self, engine: Source[Any], sources: Sequence[Source[Any]],
+                 store: StateStore | None = None) -> None:
         self.engine = engine
         self.sources = sources
+        self.store = store
 
     def describe(self) -> list[Metric]:
         return []
@@ -55,3 +59,9 @@ class ExporterCollector:
             if status.last_success is not None:
                 last.add_metric([source.name], status.last_success)
         yield from (success, duration, last)
+        if self.store is not None:
+            yield GaugeMetricFamily(
+                "docker_exporter_state_persistent",
+                "1 when the state store (drift-since times, registry documents) is written to "
+                "disk, 0 when it is kept in memory only because the file is unusable.",
+                value=1 if self.store.persistent else 0)

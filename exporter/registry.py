@@ -1,0 +1,399 @@
+"""Registry client: manifest HEADs and GETs with the auth and transport the engine uses.
+
+- Accept lists index and manifest types, so a registry answers with the digest of what a
+  ``docker pull`` by tag resolves first (the index for multi-arch images).
+- Auth: anonymous, then whatever the 401 challenge asks for: Basic, or a Bearer token from
+  the realm, cached per (realm, service, scope) until it expires. After the first challenge
+  a registry is asked with credentials straight away, saving a 401 per request.
+- Transport: HTTPS with certificate checks; for registries the engine treats as insecure,
+  HTTPS without checks and then plain HTTP, as the engine does.
+- Every response is counted per (registry, method, code); rate-limit headers are kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from exporter import __version__
+from exporter.credentials import CredentialStore
+from exporter.reference import DOCKER_HUB
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_TOKEN_BYTES = 64 * 1024
+DEFAULT_TOKEN_SECONDS = 60.0
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))')
+
+
+class RegistryError(Exception):
+    """A check could not be decided; ``reason`` becomes the unknown state's label."""
+
+    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str = ""
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError(f"{text!r} is not a platform: use os/arch or os/arch/variant")
+        return cls(*parts)
+
+    def matches(self, entry: Any) -> bool:
+        if not isinstance(entry, dict):
+            return False
+        if entry.get("os") != self.os or entry.get("architecture") != self.architecture:
+            return False
+        variant = entry.get("variant") or ""
+        return not (self.variant and variant and variant != self.variant)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    media_type: str
+    body: bytes
+
+    def document(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            raise RegistryError("bad_response", "manifest is not JSON") from None
+        if not isinstance(doc, dict):
+            raise RegistryError("bad_response", "manifest is not a JSON object")
+        return doc
+
+    @property
+    def is_index(self) -> bool:
+        if self.media_type in INDEX_TYPES:
+            return True
+        if self.media_type in MANIFEST_TYPES:
+            return False
+        return isinstance(self.document().get("manifests"), list)
+
+    def platform_digest(self, platform: Platform) -> str | None:
+        """The digest of the index entry for ``platform`` (None when it has none)."""
+        for entry in self.document().get("manifests") or []:
+            if isinstance(entry, dict) and platform.matches(entry.get("platform")):
+                digest = entry.get("digest")
+                if isinstance(digest, str) and _DIGEST.fullmatch(digest):
+                    return digest
+        return None
+
+    def config_digest(self) -> str | None:
+        config = self.document().get("config")
+        digest = config.get("digest") if isinstance(config, dict) else None
+        return digest if isinstance(digest, str) else None
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="..."`` -> ("bearer", {"realm": ..., "service": ...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {}
+    for m in _CHALLENGE_PARAM.finditer(rest):
+        value = m.group(2) if m.group(2) is not None else m.group(3)
+        params[m.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
+    return scheme.lower(), params
+
+
+def parse_ratelimit(header: str | None) -> int | None:
+    """``100;w=21600`` -> 100."""
+    if not header:
+        return None
+    m = re.match(r"\s*(\d{1,12})\b", header)
+    return int(m.group(1)) if m else None
+
+
+def parse_retry_after(header: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait, from delay-seconds or an HTTP date; None when absent or invalid."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(min(int(header), 86400))
+    try:
+        when = parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, min(when - (time.time() if now is None else now), 86400.0))
+
+
+def basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def api_host(registry: str) -> str:
+    return "registry-1.docker.io" if registry == DOCKER_HUB else registry
+
+
+class RegistryClient:
+    """Thread-safe; one instance serves every registry the exporter talks to."""
+
+    def __init__(self, credentials: CredentialStore, insecure: Callable[[str], bool],
+                 timeout: float = 10.0, connections: int = 16) -> None:
+        self.credentials = credentials
+        self.insecure = insecure
+        self.timeout = timeout
+        self.connections = connections
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.ratelimit: dict[str, tuple[int | None, int | None]] = {}
+        self.digest_fallbacks: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, bool], httpx.Client] = {}
+        self._schemes: dict[str, str] = {}
+        self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._token_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._first_contact: dict[str, threading.Lock] = {}
+        self._contacted: set[str] = set()
+        self.user_agent = f"docker-hygiene-exporter/{__version__}"
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _client(self, verify: bool) -> httpx.Client:
+        key = ("", verify)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                limits = httpx.Limits(max_connections=self.connections * 4,
+                                      max_keepalive_connections=self.connections * 2)
+                client = httpx.Client(verify=verify, timeout=self.timeout, limits=limits,
+                                      follow_redirects=False, trust_env=False,
+                                      headers={"User-Agent": self.user_agent})
+                self._clients[key] = client
+            return client
+
+    def _count(self, registry: str, method: str, code: str) -> None:
+        with self._lock:
+            self.requests[(registry, method, code)] += 1
+
+    def _send(self, registry: str, method: str, url_path: str,
+              headers: dict[str, str]) -> httpx.Response:
+        """One request, over the scheme this registry speaks; the body is capped."""
+        host = api_host(registry)
+        schemes = [self._schemes[registry]] if registry in self._schemes else (
+            ["https", "http"] if self.insecure(registry) else ["https"])
+        last: Exception | None = None
+        for scheme in schemes:
+            verify = not self.insecure(registry)
+            try:
+                response = self._stream(self._client(verify), method,
+                                        f"{scheme}://{host}{url_path}", headers)
+            except httpx.TimeoutException as exc:
+                self._count(registry, method, "timeout")
+                raise RegistryError("timeout", f"{method} {host}") from exc
+            except (httpx.ConnectError, httpx.ReadError, httpx.WriteError,
+                    httpx.RemoteProtocolError) as exc:
+                last = exc
+                self._schemes.pop(registry, None)
+                continue
+            self._schemes[registry] = scheme
+            self._count(registry, method, str(response.status_code))
+            self._note_ratelimit(registry, response)
+            return response
+        self._count(registry, method, "error")
+        text = str(last)
+        if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
+            raise RegistryError("tls_error", f"{host}: {type(last).__name__}") from last
+        raise RegistryError("unreachable", f"{host}: {type(last).__name__}") from last
+
+    def _stream(self, client: httpx.Client, method: str, url: str,
+                headers: dict[str, str]) -> httpx.Response:
+        with client.stream(method, url, headers=headers) as response:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_MANIFEST_BYTES:
+                    raise RegistryError("bad_response", f"body over {MAX_MANIFEST_BYTES} bytes")
+                chunks.append(chunk)
+            response._content = b"".join(chunks)
+        return response
+
+    def _note_ratelimit(self, registry: str, response: httpx.Response) -> None:
+        limit = parse_ratelimit(response.headers.get("ratelimit-limit"))
+        remaining = parse_ratelimit(response.headers.get("ratelimit-remaining"))
+        if limit is not None or remaining is not None:
+            with self._lock:
+                self.ratelimit[registry] = (limit, remaining)
+
+    # -- auth --------------------------------------------------------------------------------
+
+    def _auth_header(self, registry: str, scope: str, refused: str | None = None) -> str | None:
+        """The Authorization value for the registry's challenge; ``refused`` is the value a
+        401 just answered, so a cached token equal to it is fetched anew."""
+        challenge = self._challenges.get(registry)
+        if challenge is None:
+            return None
+        scheme, params = challenge
+        creds = self.credentials.get(registry)
+        if scheme == "basic":
+            if creds is None:
+                raise RegistryError("auth_failed", f"{registry} needs credentials")
+            return basic_auth(creds.username, creds.password)
+        if scheme == "bearer":
+            stale = refused[len("Bearer "):] if refused and refused.startswith("Bearer ") else None
+            return "Bearer " + self._token(registry, params, scope, stale)
+        raise RegistryError("auth_failed", f"unsupported auth scheme {scheme!r}")
+
+    def _token(self, registry: str, params: dict[str, str], scope: str,
+               stale: str | None) -> str:
+        realm, service = params.get("realm", ""), params.get("service", "")
+        if not realm.startswith(("https://", "http://")):
+            raise RegistryError("auth_failed", "bearer challenge without a usable realm")
+        key = (realm, service, scope)
+        with self._lock:
+            lock = self._token_locks.setdefault(key, threading.Lock())
+        with lock:
+            cached = self._tokens.get(key)
+            if cached and cached[0] != stale and cached[1] > time.monotonic():
+                return cached[0]
+            creds = self.credentials.get(registry)
+            query = {"service": service, "scope": scope} if service else {"scope": scope}
+            auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
+            try:
+                response = self._client(not self.insecure(registry)).get(
+                    realm, params=query, auth=auth)
+            except httpx.TimeoutException as exc:
+                raise RegistryError("timeout", "token request") from exc
+            except httpx.HTTPError as exc:
+                raise RegistryError("token_error", type(exc).__name__) from exc
+            self._count(registry, "TOKEN", str(response.status_code))
+            if response.status_code in (401, 403):
+                raise RegistryError("auth_failed", f"token server answered {response.status_code}")
+            if response.status_code == 429:
+                raise RegistryError("rate_limited", "token server",
+                                    parse_retry_after(response.headers.get("retry-after")))
+            if response.status_code != 200 or len(response.content) > MAX_TOKEN_BYTES:
+                raise RegistryError("token_error", f"token server answered "
+                                    f"{response.status_code}")
+            try:
+                doc = response.json()
+                token = doc.get("token") or doc.get("access_token")
+                lifetime = float(doc.get("expires_in") or DEFAULT_TOKEN_SECONDS)
+            except (ValueError, AttributeError, TypeError):
+                raise RegistryError("token_error", "token answer is not JSON") from None
+            if not isinstance(token, str) or not token:
+                raise RegistryError("token_error", "token answer without a token")
+            lifetime = max(1.0, min(lifetime, 86400.0))
+            # Renew a little early so a token does not expire between check and use.
+            self._tokens[key] = (token, time.monotonic() + lifetime - min(10.0, lifetime / 10))
+            return token
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _request(self, registry: str, method: str, path: str, repository: str) -> httpx.Response:
+        if registry in self._contacted:
+            return self._request_once(registry, method, path, repository)
+        # The first request to a registry learns its auth challenge; the others wait for it
+        # instead of each collecting a 401 of their own.
+        with self._lock:
+            first = self._first_contact.setdefault(registry, threading.Lock())
+        with first:
+            if registry in self._contacted:
+                return self._request_once(registry, method, path, repository)
+            try:
+                return self._request_once(registry, method, path, repository)
+            finally:
+                self._contacted.add(registry)
+
+    def _request_once(self, registry: str, method: str, path: str,
+                      repository: str) -> httpx.Response:
+        scope = f"repository:{repository}:pull"
+        response = None
+        sent: str | None = None
+        for attempt in range(2):
+            headers = {"Accept": ACCEPT}
+            sent = self._auth_header(registry, scope, refused=sent if attempt else None)
+            if sent:
+                headers["Authorization"] = sent
+            response = self._send(registry, method, path, headers)
+            if response.status_code != 401 or attempt:
+                break
+            challenge = response.headers.get("www-authenticate")
+            if not challenge:
+                raise RegistryError("auth_failed", "401 without a challenge")
+            known = self._challenges.get(registry)
+            self._challenges[registry] = parse_challenge(challenge)
+            if sent and known == self._challenges[registry] and known[0] == "basic":
+                break  # the credentials we sent were refused
+        assert response is not None
+        code = response.status_code
+        if code in (401, 403):
+            raise RegistryError("auth_failed", f"{registry} answered {code}")
+        if code == 404:
+            raise RegistryError("not_found", f"{path}")
+        if code == 429:
+            raise RegistryError("rate_limited", registry,
+                                parse_retry_after(response.headers.get("retry-after")))
+        if code >= 500:
+            raise RegistryError("server_error", f"{registry} answered {code}")
+        if code != 200:
+            raise RegistryError("bad_response", f"{registry} answered {code}")
+        return response
+
+    def head_digest(self, registry: str, repository: str, tag: str) -> str:
+        """The digest the registry serves for a tag now: HEAD, or GET when it omits it."""
+        response = self._request(registry, "HEAD", f"/v2/{repository}/manifests/{tag}",
+                                 repository)
+        digest = response.headers.get("docker-content-digest", "").strip()
+        if _DIGEST.fullmatch(digest):
+            return digest
+        with self._lock:
+            self.digest_fallbacks[registry] += 1
+        return self.get_manifest(registry, repository, tag).digest
+
+    def get_manifest(self, registry: str, repository: str, reference: str) -> Manifest:
+        """GET a manifest by tag or digest; its digest is the sha256 of the exact bytes."""
+        response = self._request(registry, "GET", f"/v2/{repository}/manifests/{reference}",
+                                 repository)
+        body = response.content
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError("bad_response", "manifest does not match its digest")
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        manifest = Manifest(digest, media_type, body)
+        if manifest.media_type not in INDEX_TYPES | MANIFEST_TYPES:
+            doc = manifest.document()
+            media_type = doc.get("mediaType") if isinstance(doc.get("mediaType"), str) else ""
+            manifest = Manifest(digest, media_type, body)
+        return manifest
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def snapshot_requests(self) -> Iterator[tuple[tuple[str, str, str], int]]:
+        with self._lock:
+            return iter(list(self.requests.items()))

@@ -1,0 +1,112 @@
+"""The state store: what must survive a restart, in SQLite from the standard library.
+
+Drift-since timestamps (so an alert's clock does not restart with the exporter) and
+content-addressed registry documents (so a changed digest costs one GET, once). The
+in-memory dictionaries are the truth; SQLite is written through. When the file is missing
+its directory, corrupt or read-only, the store logs once and keeps working in memory, and
+``persistent`` says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+log = logging.getLogger("exporter.state")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS drift (image TEXT PRIMARY KEY, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL);
+"""
+MAX_DOCUMENT = 4 * 1024 * 1024
+
+
+def default_path() -> str:
+    """$STATE_DIRECTORY (systemd), else $XDG_STATE_HOME, else ~/.local/state."""
+    base = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if not base:
+        base = os.path.join(os.environ.get("XDG_STATE_HOME")
+                            or os.path.expanduser("~/.local/state"), "docker-hygiene-exporter")
+    return os.path.join(base, "state.db")
+
+
+class StateStore:
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.drift: dict[str, float] = {}
+        self.documents: dict[str, tuple[str, bytes]] = {}
+        if path:
+            self._open(path)
+
+    @property
+    def persistent(self) -> bool:
+        return self._db is not None
+
+    def _open(self, path: str) -> None:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, check_same_thread=False, timeout=5)
+            db.executescript(_SCHEMA)
+            self.drift = dict(db.execute("SELECT image, since FROM drift").fetchall())
+            self.documents = {d: (m, bytes(b)) for d, m, b in
+                              db.execute("SELECT digest, media_type, body FROM documents")}
+            db.commit()
+            self._db = db
+        except (sqlite3.Error, OSError) as exc:
+            log.error("state store %s unusable, keeping state in memory only: %s", path, exc)
+            self.drift, self.documents = {}, {}
+
+    def _write(self, sql: str, *args: object) -> None:
+        if self._db is None:
+            return
+        try:
+            self._db.execute(sql, args)
+            self._db.commit()
+        except sqlite3.Error as exc:
+            log.error("state store %s failed, keeping state in memory only: %s", self.path, exc)
+            self._close_db()
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def drift_since(self, image: str) -> float | None:
+        with self._lock:
+            return self.drift.get(image)
+
+    def set_drift_since(self, image: str, since: float) -> None:
+        with self._lock:
+            if image not in self.drift:
+                self.drift[image] = since
+                self._write("INSERT OR REPLACE INTO drift VALUES (?, ?)", image, since)
+
+    def clear_drift(self, image: str) -> None:
+        with self._lock:
+            if self.drift.pop(image, None) is not None:
+                self._write("DELETE FROM drift WHERE image = ?", image)
+
+    def document(self, digest: str) -> tuple[str, bytes] | None:
+        with self._lock:
+            return self.documents.get(digest)
+
+    def put_document(self, digest: str, media_type: str, body: bytes) -> None:
+        if len(body) > MAX_DOCUMENT:
+            return
+        with self._lock:
+            if digest not in self.documents:
+                self.documents[digest] = (media_type, body)
+                self._write("INSERT OR REPLACE INTO documents VALUES (?, ?, ?)",
+                            digest, media_type, body)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_db()

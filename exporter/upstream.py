@@ -1,0 +1,357 @@
+"""Upstream drift: has the registry moved a local tag on, for this host's platform?
+
+For each distinct (registry, repository, tag) among local images that came from a registry,
+one HEAD per interval gives the digest the registry serves now. Equal to one of the image's
+RepoDigests for that repository: current. Otherwise the new manifest is fetched by digest
+(once: documents are content-addressed and cached) to see whether the entry for this
+platform still has the local image's config (platform_unchanged: another platform was added
+or rebuilt) or not (drifted). A check that cannot decide is unknown, with a reason; it never
+reports current and never clears drift-since.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from exporter import reference
+from exporter.config import Config
+from exporter.engine import Engine, EngineError
+from exporter.refresh import Source
+from exporter.registry import Manifest, Platform, RegistryClient, RegistryError
+from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
+from exporter.state import StateStore
+
+log = logging.getLogger("exporter.upstream")
+
+# Reasons after which the registry as a whole is left alone for a while.
+REGISTRY_FAILURES = frozenset({"rate_limited", "timeout", "unreachable", "server_error",
+                               "tls_error", "token_error"})
+MIN_BACKOFF = 30.0
+MAX_BACKOFF = 3600.0
+TICK = 60.0
+ENGINE_WAIT = 30.0
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One local tag to check."""
+
+    image: str  # short form, e.g. "busybox:latest"
+    ref: reference.Reference
+    image_id: str
+    local_digests: frozenset[str]
+
+
+@dataclass
+class _RegistryHealth:
+    failures: int = 0
+    blocked_until: float = 0.0  # time.time()
+    reason: str = ""
+
+
+@dataclass
+class EngineFacts:
+    """What the engine says about registries and its platform; refreshed once per interval."""
+
+    platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
+    insecure_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    insecure_hosts: frozenset[str] = frozenset()
+    read_at: float = 0.0
+
+
+def local_digests(image: Image, name: str) -> frozenset[str]:
+    """The image's RepoDigests for the repository ``name`` (fully qualified)."""
+    out = set()
+    for entry in image.repo_digests:
+        repo, _, digest = entry.partition("@")
+        try:
+            if reference.parse(repo, default_tag=None).name == name:
+                out.add(digest)
+        except reference.ReferenceError:
+            continue
+    return frozenset(out)
+
+
+def targets(snapshot: EngineSnapshot, include: Iterable[re.Pattern[str]],
+            exclude: Iterable[re.Pattern[str]]) -> list[Target]:
+    """Every local tag that is not filtered out, with its local digests."""
+    include, exclude = list(include), list(exclude)
+    opted_out: dict[str, bool] = {}
+    for c in snapshot.containers:
+        opted_out[c.image] = opted_out.get(c.image, True) and c.drift_opt_out
+    out = []
+    for image in snapshot.images:
+        for tag in image.tags:
+            try:
+                ref = reference.parse(tag)
+            except reference.ReferenceError:
+                continue
+            short = ref.familiar()
+            if include and not any(p.search(short) for p in include):
+                continue
+            if any(p.search(short) for p in exclude) or opted_out.get(short):
+                continue
+            out.append(Target(short, ref, image.id, local_digests(image, ref.name)))
+    return out
+
+
+class UpstreamChecker:
+    """Runs checks that are due; called every tick by the 'upstream' source loop."""
+
+    def __init__(self, config: Config, engine_source: Source[EngineSnapshot], engine: Engine,
+                 client: RegistryClient, store: StateStore) -> None:
+        self.config = config
+        self.engine_source = engine_source
+        self.engine = engine
+        self.client = client
+        self.store = store
+        self.include = [re.compile(p) for p in config.upstream_include]
+        self.exclude = [re.compile(p) for p in config.upstream_exclude]
+        self.facts = EngineFacts()
+        self.states: dict[str, TagState] = {}
+        self._due: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._health: dict[str, _RegistryHealth] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(config.upstream_concurrency,
+                                        thread_name_prefix="upstream")
+        self._per_registry: dict[str, threading.Semaphore] = {}
+
+    # -- engine facts ------------------------------------------------------------------------
+
+    def _refresh_facts(self) -> None:
+        if self.facts.read_at and time.time() - self.facts.read_at < self.config.upstream_interval:
+            return
+        facts = EngineFacts(read_at=time.time())
+        try:
+            info = self.engine.info()
+            version = self.engine.version()
+        except EngineError as exc:
+            log.warning("cannot read registry settings from the engine: %s", exc.reason)
+            facts.read_at = 0.0
+        else:
+            registry_config = info.get("RegistryConfig") or {}
+            cidrs = []
+            for cidr in registry_config.get("InsecureRegistryCIDRs") or []:
+                try:
+                    cidrs.append(ipaddress.ip_network(str(cidr), strict=False))
+                except ValueError:
+                    continue
+            facts.insecure_cidrs = tuple(cidrs)
+            facts.insecure_hosts = frozenset(
+                name for name, index in (registry_config.get("IndexConfigs") or {}).items()
+                if isinstance(index, dict) and index.get("Secure") is False)
+            os_name = str(version.get("Os") or "linux")
+            arch = str(version.get("Arch") or "amd64")
+            facts.platform = Platform(os_name, _ARCH.get(arch, arch))
+        if self.config.upstream_platform:
+            facts.platform = Platform.parse(self.config.upstream_platform)
+        self.facts = facts
+
+    def insecure(self, registry: str) -> bool:
+        """Plain HTTP allowed: as the engine decides it, plus the configured list."""
+        if registry in self.config.upstream_insecure_registries:
+            return True
+        if registry in self.facts.insecure_hosts:
+            return True
+        host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
+        host = host.strip("[]")
+        if host == "localhost":
+            host = "127.0.0.1"
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in cidr for cidr in self.facts.insecure_cidrs)
+
+    # -- the cycle ---------------------------------------------------------------------------
+
+    def run(self) -> UpstreamSnapshot:
+        if not self.engine_source.ready.wait(ENGINE_WAIT) or self.engine_source.snapshot is None:
+            raise RuntimeError("no engine snapshot yet")
+        self._refresh_facts()
+        snapshot = self.engine_source.snapshot
+        current = targets(snapshot, self.include, self.exclude)
+        now = time.time()
+        wanted = {t.image for t in current}
+        with self._lock:
+            for gone in set(self.states) - wanted:
+                del self.states[gone]
+                self._due.pop(gone, None)
+                self._failures.pop(gone, None)
+                self.store.clear_drift(gone)
+            due = []
+            for t in current:
+                state = self.states.get(t.image)
+                if state is None or state.image_id != t.image_id or self._due.get(
+                        t.image, 0.0) <= now:
+                    due.append(t)
+        # One request per distinct (registry, repository, tag): the image label is the key.
+        futures = [self._pool.submit(self._check, t) for t in due]
+        for f in futures:
+            f.result()
+        return self.snapshot()
+
+    def snapshot(self) -> UpstreamSnapshot:
+        with self._lock:
+            states = tuple(sorted(self.states.values(), key=lambda s: s.image))
+        with self.client._lock:
+            ratelimits = tuple(sorted((r, lim, rem) for r, (lim, rem)
+                                      in self.client.ratelimit.items()))
+            requests = tuple(sorted(self.client.requests.items()))
+            fallbacks = tuple(sorted(self.client.digest_fallbacks.items()))
+        return UpstreamSnapshot(states, ratelimits, requests, fallbacks)
+
+    def _semaphore(self, registry: str) -> threading.Semaphore:
+        with self._lock:
+            return self._per_registry.setdefault(
+                registry, threading.Semaphore(self.config.upstream_registry_concurrency))
+
+    def _check(self, t: Target) -> None:
+        registry = t.ref.domain
+        if not t.local_digests:
+            self._record(t, "unknown", "no_repo_digest")
+            return
+        health = self._health.get(registry)
+        if health and health.blocked_until > time.time():
+            self._record(t, "unknown", health.reason, retry_at=health.blocked_until)
+            return
+        try:
+            with self._semaphore(registry):
+                health = self._health.get(registry)
+                if health and health.blocked_until > time.time():
+                    self._record(t, "unknown", health.reason, retry_at=health.blocked_until)
+                    return
+                status, digest, config_digest = self._decide(t)
+        except RegistryError as exc:
+            retry_at = self._registry_failed(registry, exc) if exc.reason in \
+                REGISTRY_FAILURES else None
+            self._record(t, "unknown", exc.reason, retry_at=retry_at)
+            return
+        except Exception:  # a bug must not stop the other checks
+            log.exception("checking %s failed", t.image)
+            self._record(t, "unknown", "error")
+            return
+        with self._lock:
+            self._health.pop(registry, None)
+        self._record(t, status, "", digest, config_digest)
+
+    def _registry_failed(self, registry: str, exc: RegistryError) -> float:
+        with self._lock:
+            health = self._health.setdefault(registry, _RegistryHealth())
+            if health.blocked_until > time.time():
+                return health.blocked_until  # another check already backed off
+            health.failures += 1
+            # Not capped by the interval: a registry that keeps refusing is left alone longer.
+            backoff = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (health.failures - 1))
+            wait = exc.retry_after if exc.retry_after is not None else backoff
+            health.blocked_until = time.time() + wait * random.uniform(1.0, 1.1)
+            health.reason = exc.reason
+            if health.failures == 1:
+                log.warning("registry %s: %s; backing off %.0fs", registry, exc, wait)
+            return health.blocked_until
+
+    def _fetch(self, t: Target, digest: str) -> Manifest:
+        cached = self.store.document(digest)
+        if cached:
+            return Manifest(digest, cached[0], cached[1])
+        manifest = self.client.get_manifest(t.ref.domain, t.ref.path, digest)
+        self.store.put_document(digest, manifest.media_type, manifest.body)
+        return manifest
+
+    def _decide(self, t: Target) -> tuple[str, str, str]:
+        """(status, upstream digest, upstream config digest for this platform)."""
+        assert t.ref.tag is not None
+        head = self.client.head_digest(t.ref.domain, t.ref.path, t.ref.tag)
+        if head in t.local_digests:
+            return "current", head, ""
+        platform = self.facts.platform
+        new = self._fetch(t, head)
+        new_platform = new.platform_digest(platform) if new.is_index else head
+        if new_platform is None:
+            raise RegistryError("no_platform", f"{head} has no manifest for {platform}")
+        manifest = self._fetch(t, new_platform) if new_platform != head else new
+        config_digest = manifest.config_digest() or ""
+        if config_digest and config_digest == t.image_id:
+            return "platform_unchanged", head, config_digest
+        # Image stores that do not use the config digest as ID (containerd): compare the
+        # platform entries of the old and the new index instead.
+        for old_digest in sorted(t.local_digests):
+            if old_digest == new_platform:
+                return "platform_unchanged", head, config_digest
+            try:
+                old = self._fetch(t, old_digest)
+            except RegistryError:
+                continue
+            if old.is_index and old.platform_digest(platform) == new_platform:
+                return "platform_unchanged", head, config_digest
+        return "drifted", head, config_digest
+
+    def _record(self, t: Target, status: str, reason: str, digest: str = "",
+                config_digest: str = "", retry_at: float | None = None) -> None:
+        now = time.time()
+        if status == "drifted":
+            self.store.set_drift_since(t.image, now)
+        elif status in ("current", "platform_unchanged"):
+            self.store.clear_drift(t.image)
+        with self._lock:
+            previous = self.states.get(t.image)
+            known = status != "unknown"
+            self.states[t.image] = TagState(
+                image=t.image, image_id=t.image_id, status=status, reason=reason,
+                upstream_digest=digest or (previous.upstream_digest if previous else ""),
+                upstream_config=config_digest if known else (
+                    previous.upstream_config if previous else ""),
+                checked=now if known else (previous.checked if previous else None),
+                drift_since=self.store.drift_since(t.image))
+            interval = self.config.upstream_interval
+            if known or reason == "no_repo_digest":
+                self._failures.pop(t.image, None)
+                wait = interval * random.uniform(0.9, 1.0)
+            elif retry_at is not None:
+                wait = retry_at - now
+            else:
+                failures = self._failures[t.image] = self._failures.get(t.image, 0) + 1
+                wait = min(interval, MIN_BACKOFF * 2 ** (failures - 1))
+            self._due[t.image] = now + wait
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+        self.engine.close()
+
+
+def make_source(config: Config, engine_source: Source[EngineSnapshot]
+                ) -> tuple[Source[UpstreamSnapshot], UpstreamChecker]:
+    """The upstream source: wakes every minute (or interval) and checks what is due."""
+    from exporter.credentials import Credentials, CredentialStore, default_docker_config
+    from exporter.state import default_path
+
+    store = StateStore(config.state_path or default_path())
+    creds = CredentialStore({h: Credentials(a.username, a.password)
+                             for h, a in config.registries},
+                            config.docker_config or default_docker_config())
+    holder: dict[str, UpstreamChecker] = {}
+    client = RegistryClient(creds, lambda r: holder["checker"].insecure(r),
+                            timeout=config.upstream_timeout,
+                            connections=config.upstream_registry_concurrency)
+    engine = Engine(config.docker_host, config.docker_timeout)
+    checker = UpstreamChecker(config, engine_source, engine, client, store)
+    holder["checker"] = checker
+
+    def close() -> None:
+        checker.close()
+        store.close()
+
+    source = Source("upstream", checker.run, min(config.upstream_interval, TICK), close)
+    return source, checker

@@ -1,0 +1,91 @@
+"""The whole exposition, pinned: any change to names, labels, HELP or values shows in review.
+
+Snapshots come from Engine API answers recorded on a real dockerd (tests/fixtures). To accept
+an intended change: UPDATE_GOLDEN=1 pytest tests/test_golden.py, then review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from exporter.app import build_registry
+from exporter.readers import build_engine_snapshot, parse_disk_usage, parse_timestamp
+from exporter.refresh import Source, Status
+from exporter.snapshots import DiskSnapshot, EngineSnapshot, TagState, UpstreamSnapshot
+from exporter.state import StateStore
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = Path(__file__).parent / "golden" / "metrics.prom"
+
+
+def load(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def recorded_sources() -> tuple[Source[EngineSnapshot], Source[DiskSnapshot],
+                              Source[UpstreamSnapshot]]:
+    inspect = load("engine-1.41/inspect.json")
+    engine: Source[EngineSnapshot] = Source("engine", lambda: None, 15.0)
+    engine.snapshot = build_engine_snapshot(
+        load("engine-1.41/images_json.json"), load("engine-1.41/containers_json_all_1.json"),
+        {k: parse_timestamp(v) for k, v in inspect["LastTagTime"].items()},
+        inspect["ConfigImage"], "1.41")
+    engine.status = Status(True, True, 0.25, 1795838000.0, "")
+    disk: Source[DiskSnapshot] = Source("disk", lambda: None, 300.0)
+    disk.snapshot = parse_disk_usage(load("engine-1.41/system_df.json"))
+    disk.status = Status(True, False, 600.0, 1795837000.0, "timeout: read timed out")
+    # Upstream states are not Engine answers: they are made up to cover every state.
+    ids = {i.tags[0] if i.tags else "": i.id for i in engine.snapshot.images}
+    upstream: Source[UpstreamSnapshot] = Source("upstream", lambda: None, 60.0)
+    upstream.snapshot = UpstreamSnapshot(
+        states=(
+            TagState("base:1", ids["base:1"], "platform_unchanged", "", "sha256:" + "1" * 64,
+                     ids["base:1"], 1795838100.0),
+            TagState("built:1", ids["built:1"], "current", "", "sha256:" + "2" * 64, "",
+                     1795838100.0),
+            TagState("built:2", ids["built:2"], "drifted", "", "sha256:" + "3" * 64,
+                     "sha256:" + "4" * 64, 1795838100.0, 1795830000.0),
+            TagState("registry.example.com:5000/team/base:1", ids["base:1"], "unknown",
+                     "timeout", "", "", 1795800000.0, None),
+        ),
+        ratelimits=(("docker.io", 100, 76),),
+        requests=((("docker.io", "HEAD", "200"), 12), (("docker.io", "TOKEN", "200"), 2),
+                  (("registry.example.com:5000", "HEAD", "timeout"), 1)),
+        digest_fallbacks=(("registry.example.com:5000", 1),),
+    )
+    upstream.status = Status(True, True, 1.5, 1795838100.0, "")
+    return engine, disk, upstream
+
+
+def registry_for_golden():
+    engine, disk, upstream = recorded_sources()
+    return build_registry(engine, disk, [engine, disk, upstream], upstream, 6 * 3600.0,
+                          StateStore(None))
+
+
+def render() -> str:
+    return generate_latest(registry_for_golden()).decode()
+
+
+def test_exposition_matches_golden_file() -> None:
+    text = render()
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "exposition changed: UPDATE_GOLDEN=1 and review the diff"
+
+
+def test_recorded_state_is_what_the_golden_file_claims() -> None:
+    engine, disk, upstream = recorded_sources()
+    snap = engine.snapshot
+    web = next(c for c in snap.containers if c.name == "web")
+    # web was created from built:1, which was rebuilt since: the engine lists it by ID.
+    assert web.image == "built:1" and web.stale
+    job = next(c for c in snap.containers if c.name == "job")
+    assert job.image == "built:2" and not job.stale
+    assert [i.id for i in snap.images if i.dangling] == [web.image_id]
+    assert disk.snapshot.containers.reclaimable == 5000

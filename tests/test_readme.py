@@ -1,0 +1,75 @@
+"""The README's reference tables are the public interface: keep them equal to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from exporter import config
+from exporter.config import SETTINGS
+from tests.test_golden import registry_for_golden
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def table(marker: str) -> list[list[str]]:
+    """Rows of the Markdown table that follows ``<!-- marker: ... -->``."""
+    start = README.index(f"<!-- {marker}")
+    lines = README[start:].splitlines()[1:]
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    assert rows, f"no table after {marker}"
+    return rows
+
+
+def code(cell: str) -> list[str]:
+    return re.findall(r"`([^`]*)`", cell)
+
+
+def test_metrics_table_equals_exposition() -> None:
+    families = {f.name if f.type != "counter" else f.name + "_total":
+                (f.type, {k for s in f.samples for k in s.labels})
+                for f in registry_for_golden().collect()}
+    documented = {}
+    for name, kind, labels, meaning in table("metrics-table"):
+        assert meaning, name
+        documented[code(name)[0]] = (kind, set(code(labels)))
+    assert documented == families
+
+
+def test_settings_table_equals_settings() -> None:
+    rows = {(code(r[1]) or ["config.file"])[0]: r for r in table("settings-table")}
+    assert set(rows) == {"config.file"} | {s.key for s in SETTINGS}
+    assert code(rows["config.file"][0]) == ["--config.file"]
+    assert code(rows["config.file"][2]) == [config.ENV_PREFIX + "CONFIG_FILE"]
+    for s in SETTINGS:
+        flag, _key, env, default, meaning = rows[s.key]
+        assert meaning, s.key
+        if s.yaml_only:
+            assert code(flag) == [] and code(env) == [], s.key
+            continue
+        assert code(flag) == [s.flag], s.key
+        assert code(env) == [s.env], s.key
+        shown = s.show(s.default) if s.default is not None else ""
+        if shown:
+            assert code(default) == [shown], s.key
+        elif s.default is None:
+            assert default, f"{s.key}: say what the computed default is"
+        else:
+            assert default == "", s.key
+
+
+def test_yaml_example_is_a_valid_config(tmp_path: Path) -> None:
+    example = README.split("```yaml\n", 1)[1].split("```", 1)[0]
+    f = tmp_path / "example.yml"
+    f.write_text(example)
+    cfg = config.build({}, environ={}, config_file=str(f))
+    for s in SETTINGS:
+        if s.default is not None and not s.yaml_only:
+            assert s.key.split(".")[-1] in example, f"{s.key} missing from the YAML example"
+    defaults = config.build({}, environ={})
+    assert {k: v for k, v in cfg.__dict__.items() if k != "config_file"} == {
+        k: v for k, v in defaults.__dict__.items() if k != "config_file"}

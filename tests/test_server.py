@@ -1,0 +1,99 @@
+"""The HTTP interface and the exporter's behaviour around the engine, run as users run it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.services import Dockerd, need, wait_for
+
+
+def test_endpoints(dockerd: Dockerd, exporter_factory) -> None:
+    exp = exporter_factory("--docker.host", dockerd.host, "--collector.disk.interval", "7m")
+    page = httpx.get(exp.url + "/")
+    assert page.status_code == 200 and 'href="/metrics"' in page.text
+    # The landing page shows the configuration in force.
+    assert "collector.disk.interval" in page.text and "<code>7m</code>" in page.text
+    assert dockerd.host in page.text
+    assert httpx.get(exp.url + "/-/healthy").status_code == 200
+    assert httpx.get(exp.url + "/-/ready").status_code == 200
+    assert httpx.get(exp.url + "/nope").status_code == 404
+    post = httpx.post(exp.url + "/metrics", content=b"x")
+    assert post.status_code == 405 and post.headers["allow"] == "GET, HEAD"
+
+    plain = httpx.get(exp.url + "/metrics", headers={"Accept-Encoding": "identity"})
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "docker_up 1.0" in plain.text
+    zipped = httpx.get(exp.url + "/metrics", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    om = httpx.get(exp.url + "/metrics",
+                   headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["content-type"].startswith("application/openmetrics-text")
+    assert om.text.rstrip().endswith("# EOF")
+    with httpx.stream("GET", exp.url + "/metrics", headers={"Accept-Encoding": "gzip"}) as r:
+        assert b"docker_exporter_build_info" in gzip.decompress(b"".join(r.iter_raw()))
+
+
+def test_custom_telemetry_path(dockerd: Dockerd, exporter_factory) -> None:
+    exp = exporter_factory("--docker.host", dockerd.host, "--web.telemetry-path", "/m")
+    assert "docker_up 1.0" in httpx.get(exp.url + "/m").text
+    assert httpx.get(exp.url + "/metrics").status_code == 404
+    assert 'href="/m"' in httpx.get(exp.url + "/").text
+
+
+def test_promtool_finds_no_problem_in_a_real_scrape(dockerd: Dockerd, exporter_factory) -> None:
+    promtool = need("promtool")
+    exp = exporter_factory("--docker.host", dockerd.host, "--collector.disk.interval", "1s")
+    exp.wait_metrics(lambda m: m.get("docker_exporter_collector_success", collector="disk") == 1)
+    text = exp.scrape_text()
+    assert "docker_image_info{" in text and "docker_disk_usage_bytes{" in text
+    lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True)
+    assert lint.returncode == 0 and lint.stdout + lint.stderr == "", lint.stdout + lint.stderr
+
+
+def test_concurrent_scrapes_are_consistent(dockerd: Dockerd, exporter_factory) -> None:
+    exp = exporter_factory("--docker.host", dockerd.host, "--collector.engine.interval", "1h",
+                           "--collector.disk.interval", "1h")
+    exp.wait_metrics(lambda m: m.get("docker_exporter_collector_success", collector="disk") == 1)
+
+    def body(_: int) -> str:
+        text = exp.scrape_text()
+        return "\n".join(line for line in text.splitlines()
+                         if line.startswith("docker_") and "duration" not in line)
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        bodies = set(pool.map(body, range(200)))
+    assert len(bodies) == 1
+
+
+def test_engine_absent_at_start_then_up(exporter_factory, tmp_path_factory) -> None:
+    root = Path(tmp_path_factory.mktemp("late", numbered=True))
+    late = Dockerd(root)
+    exp = exporter_factory("--docker.host", late.host, "--collector.engine.interval", "30s",
+                           "--collector.disk.interval", "30s")
+    metrics = exp.scrape()
+    assert metrics.get("docker_up") == 0
+    assert metrics.get("docker_exporter_collector_success", collector="engine") == 0
+    assert metrics.get("docker_exporter_collector_last_success_timestamp_seconds",
+                       collector="engine") is None
+    assert httpx.get(exp.url + "/-/ready").status_code == 200  # the first read finished
+    # Retries back off (1 s, 2 s, ...) without a log line per attempt.
+    wait_for(lambda: "is failing" in exp.log(), 5, "the failure to be logged")
+    time.sleep(3.5)
+    assert exp.log().count("source engine is failing") == 1, exp.log()
+    assert exp.log().count("source disk is failing") == 1, exp.log()
+    late.start()
+    try:
+        exp.wait_metrics(lambda m: m.get("docker_up") == 1, timeout=30, what="docker_up 1")
+        wait_for(lambda: "source engine is up again" in exp.log(), 30, "the recovery line")
+        assert exp.log().count("source engine is up again") == 1
+        exp.wait_metrics(lambda m: m.get("docker_disk_objects", kind="images") is not None,
+                         timeout=40, what="disk figures after recovery")
+    finally:
+        late.stop()

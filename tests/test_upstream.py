@@ -1,0 +1,402 @@
+"""Upstream drift against a real registry (CNCF Distribution) in three auth set-ups."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.registries import (
+    FaultProxy,
+    TokenServer,
+    access_log,
+    put_index,
+    start_htpasswd_registry,
+    start_token_registry,
+)
+from tests.services import Dockerd, Metrics, Registry
+
+USER, PASSWORD = "hygiene", "s3cret-pass"
+FAST = ("--upstream.interval", "2s", "--collector.engine.interval", "1s",
+        "--collector.disk.interval", "1h")
+
+
+def status(m: Metrics, image: str) -> str | None:
+    """The upstream state in force for an image, with its reason: 'unknown:timeout'."""
+    found = [(lb["status"], lb["reason"]) for lb, v in
+             m.select("docker_image_upstream_status", image=image) if v == 1]
+    assert len(found) <= 1, found
+    if not found:
+        return None
+    return found[0][0] + (f":{found[0][1]}" if found[0][1] else "")
+
+
+def push_version(d: Dockerd, ref: str, content: str) -> str:
+    image_id = d.build(ref, "FROM hygiene-base:1\nCOPY v /v\n", {"v": content})
+    d.cli("push", ref)
+    return image_id
+
+
+def publish_elsewhere(d: Dockerd, ref: str, content: str) -> str:
+    """Push new content under ``ref`` as another machine would: this host keeps its image."""
+    old_id = d.cli("image", "inspect", "-f", "{{.Id}}", ref).strip()
+    new_id = push_version(d, ref, content)
+    d.cli("tag", old_id, ref)
+    return new_id
+
+
+@dataclass
+class Setup:
+    name: str
+    registry: Registry
+    args: tuple[str, ...]
+
+
+@pytest.fixture(scope="module")
+def htpasswd_registry(tmp_path_factory, dockerd: Dockerd) -> Iterator[Registry]:
+    reg = start_htpasswd_registry(tmp_path_factory.mktemp("htpasswd"), {USER: PASSWORD})
+    dockerd.cli("login", "-u", USER, "--password-stdin", reg.address, input=PASSWORD.encode())
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory) -> Iterator[TokenServer]:
+    tokens = TokenServer(tmp_path_factory.mktemp("tokens"), {USER: PASSWORD}).start()
+    yield tokens
+    tokens.stop()
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory, dockerd: Dockerd,
+                   token_server: TokenServer) -> Iterator[Registry]:
+    reg = start_token_registry(tmp_path_factory.mktemp("token-registry"), token_server)
+    dockerd.cli("login", "-u", USER, "--password-stdin", reg.address, input=PASSWORD.encode())
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(params=["anonymous", "htpasswd", "bearer"])
+def setup(request, registry: Registry, tmp_path: Path, dockerd: Dockerd) -> Setup:
+    if request.param == "anonymous":
+        return Setup("anonymous", registry, ("--docker.config", str(tmp_path / "none.json")))
+    if request.param == "htpasswd":
+        reg = request.getfixturevalue("htpasswd_registry")
+        # Credentials from the exporter's own config, the password from a file.
+        (tmp_path / "pw").write_text(PASSWORD + "\n")
+        cfg = tmp_path / "exporter.yml"
+        cfg.write_text(f"registries:\n  \"{reg.address}\":\n    username: {USER}\n"
+                       f"    password_file: {tmp_path / 'pw'}\n")
+        return Setup("htpasswd", reg, ("--config.file", str(cfg), "--docker.config",
+                                       str(tmp_path / "none.json")))
+    reg = request.getfixturevalue("token_registry")
+    # Credentials from the Docker client config that `docker login` wrote.
+    return Setup("bearer", reg, ("--docker.config",
+                                 str(dockerd.root / "client-config" / "config.json")))
+
+
+def test_drift_lifecycle(setup: Setup, dockerd: Dockerd, exporter_factory, tmp_path: Path):
+    d = dockerd
+    ref = f"{setup.registry.address}/hygiene/lifecycle-{setup.name}:1"
+    push_version(d, ref, f"{setup.name} one")
+    d.cli("rmi", ref)
+    d.cli("pull", ref)
+    container = f"hygiene-lifecycle-{setup.name}"
+    d.cli("run", "-d", "--name", container, "--network", "none", ref,
+          "/bin/busybox", "sleep", "3600")
+    state = str(tmp_path / "state.db")
+    args = ("--docker.host", d.host, *FAST, *setup.args, "--state.path", state,
+            "--upstream.include", f"^{setup.registry.address}/hygiene/lifecycle")
+    exp = exporter_factory(*args)
+    m = exp.wait_metrics(lambda m: status(m, ref) == "current", what=f"{ref} current")
+    assert m.get("docker_image_upstream_drift", image=ref) == 0
+    assert m.get("docker_container_upstream_drift", container=container, image=ref) == 0
+    assert m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref) is None
+    checked = m.get("docker_image_upstream_last_check_timestamp_seconds", image=ref)
+    assert checked == pytest.approx(time.time(), abs=30)
+
+    publish_elsewhere(d, ref, f"{setup.name} two")
+    m = exp.wait_metrics(lambda m: status(m, ref) == "drifted", what=f"{ref} drifted")
+    assert m.get("docker_image_upstream_drift", image=ref) == 1
+    assert m.get("docker_container_upstream_drift", container=container, image=ref) == 1
+    since = m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref)
+    assert since == pytest.approx(time.time(), abs=30)
+
+    # drift-since survives a restart of the exporter.
+    exp.stop()
+    exp = exporter_factory(*args)
+    m = exp.wait_metrics(lambda m: status(m, ref) == "drifted", what="drifted after restart")
+    assert m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref) == since
+
+    # Pulled again: the tag is current, drift-since gone; the container still runs the old
+    # pull, so it is both stale and drifted until it is recreated.
+    d.cli("pull", ref)
+    m = exp.wait_metrics(lambda m: status(m, ref) == "current", what="current after pull")
+    assert m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref) is None
+    assert m.get("docker_image_upstream_drift", image=ref) == 0
+    assert m.get("docker_container_upstream_drift", container=container, image=ref) == 1
+    assert m.get("docker_container_image_stale", container=container, image=ref) == 1
+    d.cli("rm", "-f", container)
+    d.cli("run", "-d", "--name", container, "--network", "none", ref,
+          "/bin/busybox", "sleep", "3600")
+    exp.wait_metrics(lambda m: m.get("docker_container_upstream_drift", container=container,
+                                     image=ref) == 0, what="recreated container current")
+    d.cli("rm", "-f", container)
+
+
+def test_one_head_per_tag_and_no_gets_when_nothing_changed(
+        registry: Registry, dockerd: Dockerd, exporter_factory, tmp_path: Path) -> None:
+    d = dockerd
+    refs = []
+    for repo in range(3):
+        for tag in range(2):
+            ref = f"{registry.address}/hygiene/count{repo}:v{tag}"
+            push_version(d, ref, f"count {repo} {tag}")
+            refs.append(ref)
+    # Several containers share one tag; an extra local tag shares an image ID.
+    for i in range(3):
+        d.cli("create", "--name", f"hygiene-count-{i}", "--network", "none", refs[0],
+              "/bin/busybox", "true")
+    before = access_log(registry)
+    args = ("--docker.host", d.host, "--upstream.interval", "1h",
+            "--upstream.include", f"^{registry.address}/hygiene/count",
+            "--state.path", str(tmp_path / "state.db"))
+    for cycle in (1, 2):  # each start-up runs one cycle right away
+        exp = exporter_factory(*args)
+        m = exp.wait_metrics(lambda m: all(status(m, r) == "current" for r in refs),
+                             what="every tag current")
+        assert m.get("docker_registry_requests_total", registry=registry.address,
+                     method="HEAD", code="200") == len(refs)
+        time.sleep(1.5)
+        counts = access_log(registry) - before
+        assert counts[("HEAD", "manifest")] == cycle * len(refs), counts
+        assert counts[("GET", "manifest")] == 0, counts
+        assert counts[("GET", "blob")] == 0, counts
+        exp.stop()
+    for i in range(3):
+        d.cli("rm", f"hygiene-count-{i}")
+
+
+def test_bearer_tokens_are_reused_per_scope(token_registry: Registry,
+                                            token_server: TokenServer, dockerd: Dockerd,
+                                            exporter_factory, tmp_path: Path) -> None:
+    d = dockerd
+    refs = [f"{token_registry.address}/hygiene/tok{r}:v{t}" for r in range(2) for t in range(2)]
+    for ref in refs:
+        push_version(d, ref, ref)
+    before = access_log(token_registry)
+    token_server.requests.clear()
+    exp = exporter_factory("--docker.host", d.host, *FAST, "--docker.config",
+                           str(d.root / "client-config" / "config.json"),
+                           "--upstream.include", f"^{token_registry.address}/hygiene/tok")
+    # Three cycles at least: every tag checked three times...
+    exp.wait_metrics(lambda m: (m.get("docker_registry_requests_total",
+                                      registry=token_registry.address, method="HEAD",
+                                      code="200") or 0) >= 3 * len(refs),
+                     what="three cycles", timeout=40)
+    m = exp.scrape()
+    assert all(status(m, r) == "current" for r in refs)
+    # ... with one token per repository scope, reused until it expires (300 s here),
+    # and no 401 round trip once the registry's challenge is known.
+    scopes = {f"repository:hygiene/tok{r}:pull" for r in range(2)}
+    assert dict(token_server.requests) == dict.fromkeys(scopes, 1), (
+        token_server.requests, m.select("docker_registry_requests_total"))
+    counts = access_log(token_registry) - before
+    assert counts[("GET", "manifest")] == 0
+    assert m.get("docker_registry_requests_total", registry=token_registry.address,
+                 method="HEAD", code="401") == 1
+    assert m.get("docker_registry_requests_total", registry=token_registry.address,
+                 method="TOKEN", code="200") == 2
+
+
+def test_credential_helper_from_docker_config(htpasswd_registry: Registry, dockerd: Dockerd,
+                                              exporter_factory, tmp_path: Path) -> None:
+    d = dockerd
+    ref = f"{htpasswd_registry.address}/hygiene/helper:1"
+    push_version(d, ref, "helper")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "helper-calls"
+    helper = bin_dir / "docker-credential-hygienetest"
+    helper.write_text("#!/bin/sh\nread server\necho \"$1 $server\" >> " + str(calls) + "\n"
+                      f"printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\","
+                      f"\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n")
+    helper.chmod(0o755)
+    config = tmp_path / "docker-config.json"
+    config.write_text(json.dumps({"credHelpers": {htpasswd_registry.address: "hygienetest"}}))
+    import os
+
+    exp = exporter_factory("--docker.host", d.host, *FAST, "--docker.config", str(config),
+                           "--upstream.include", f"^{htpasswd_registry.address}/hygiene/helper",
+                           env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    exp.wait_metrics(lambda m: status(m, ref) == "current", what="current with helper creds")
+    assert calls.read_text().splitlines()[0] == f"get {htpasswd_registry.address}"
+    assert PASSWORD not in exp.log()
+
+
+def test_wrong_credentials_are_auth_failed(htpasswd_registry: Registry, dockerd: Dockerd,
+                                           exporter_factory, tmp_path: Path) -> None:
+    ref = f"{htpasswd_registry.address}/hygiene/badcreds:1"
+    push_version(dockerd, ref, "bad creds")
+    cfg = tmp_path / "exporter.yml"
+    cfg.write_text(f"registries:\n  \"{htpasswd_registry.address}\":\n    username: {USER}\n"
+                   "    password: not-the-password\n")
+    exp = exporter_factory("--docker.host", dockerd.host, *FAST, "--config.file", str(cfg),
+                           "--docker.config", str(tmp_path / "none.json"),
+                           "--upstream.include", f"^{htpasswd_registry.address}/hygiene/badc")
+    m = exp.wait_metrics(lambda m: status(m, ref) == "unknown:auth_failed", what="auth_failed")
+    assert m.get("docker_image_upstream_drift", image=ref) is None
+    assert "not-the-password" not in exp.log()
+    assert "not-the-password" not in exp.scrape_text()
+
+
+def test_multi_arch_other_platform_rebuilt_is_not_drift(registry: Registry, dockerd: Dockerd,
+                                                        exporter_factory) -> None:
+    d = dockerd
+    repo = f"{registry.address}/hygiene/multi"
+    push_version(d, f"{repo}:amd64-1", "amd64 one")
+    push_version(d, f"{repo}:arm64-1", "arm64 one")
+    put_index(registry.address, "hygiene/multi", "latest", [("amd64-1", "amd64"),
+                                                            ("arm64-1", "arm64")])
+    d.cli("pull", f"{repo}:latest")
+    ref = f"{repo}:latest"
+    exp = exporter_factory("--docker.host", d.host, *FAST,
+                           "--upstream.include", f"^{repo}:latest$")
+    exp.wait_metrics(lambda m: status(m, ref) == "current", what="index current")
+
+    # The arm64 entry is rebuilt: the index digest changes, this host's entry does not.
+    push_version(d, f"{repo}:arm64-2", "arm64 two")
+    put_index(registry.address, "hygiene/multi", "latest", [("amd64-1", "amd64"),
+                                                            ("arm64-2", "arm64")])
+    m = exp.wait_metrics(lambda m: status(m, ref) == "platform_unchanged",
+                         what="platform_unchanged")
+    assert m.get("docker_image_upstream_drift", image=ref) == 0
+    assert m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref) is None
+
+    # Now this host's entry changes: drift.
+    push_version(d, f"{repo}:amd64-2", "amd64 two")
+    put_index(registry.address, "hygiene/multi", "latest", [("amd64-2", "amd64"),
+                                                            ("arm64-2", "arm64")])
+    m = exp.wait_metrics(lambda m: status(m, ref) == "drifted", what="drifted")
+    assert m.get("docker_image_upstream_drift", image=ref) == 1
+
+
+def test_filters_and_opt_out_label(registry: Registry, dockerd: Dockerd,
+                                   exporter_factory) -> None:
+    d = dockerd
+    kept = f"{registry.address}/hygiene/filter-kept:1"
+    excluded = f"{registry.address}/hygiene/filter-excluded:1"
+    opted = f"{registry.address}/hygiene/filter-opted:1"
+    for ref in (kept, excluded, opted):
+        push_version(d, ref, ref)
+    d.cli("create", "--name", "hygiene-opted", "--label", "docker-hygiene.drift=false",
+          "--network", "none", opted, "/bin/busybox", "true")
+    exp = exporter_factory("--docker.host", d.host, *FAST,
+                           "--upstream.include", f"^{registry.address}/hygiene/filter-",
+                           "--upstream.exclude", "filter-excluded")
+    m = exp.wait_metrics(lambda m: status(m, kept) == "current", what="kept current")
+    time.sleep(2.5)
+    m = exp.scrape()
+    assert status(m, excluded) is None and status(m, opted) is None
+    assert status(m, "hygiene-base:1") is None  # not included
+    d.cli("rm", "hygiene-opted")
+
+
+def test_local_builds_are_no_repo_digest(dockerd: Dockerd, exporter_factory) -> None:
+    exp = exporter_factory("--docker.host", dockerd.host, *FAST, "--upstream.include",
+                           "^hygiene-base:1$")
+    m = exp.wait_metrics(lambda m: status(m, "hygiene-base:1") is not None)
+    assert status(m, "hygiene-base:1") == "unknown:no_repo_digest"
+    assert m.get("docker_image_upstream_drift", image="hygiene-base:1") is None
+    assert not [k for k in m.samples if k[0] == "docker_registry_requests_total"]
+
+
+# -- failures, through a proxy in front of the real registry --------------------------------
+
+@pytest.fixture
+def proxied(registry: Registry, dockerd: Dockerd) -> Iterator[tuple[FaultProxy, str]]:
+    proxy = FaultProxy(registry.port).start()
+    ref = f"{proxy.address}/hygiene/fault:1"
+    push_version(dockerd, ref, "fault one")
+    yield proxy, ref
+    proxy.stop()
+
+
+def _fault_exporter(exporter_factory, dockerd: Dockerd, proxy: FaultProxy, *extra: str):
+    return exporter_factory("--docker.host", dockerd.host, *FAST, *extra,
+                            "--upstream.include", f"^{proxy.address}/")
+
+
+def test_missing_digest_header_falls_back_to_get(proxied, dockerd, exporter_factory) -> None:
+    proxy, ref = proxied
+    proxy.mode = "strip_digest"
+    exp = _fault_exporter(exporter_factory, dockerd, proxy)
+    m = exp.wait_metrics(lambda m: status(m, ref) == "current", what="current via GET")
+    fallbacks = m.get("docker_registry_digest_fallbacks_total", registry=proxy.address)
+    assert fallbacks >= 1
+    assert proxy.counts[("GET", "/v2/hygiene/fault/manifests/1")] == fallbacks
+
+
+@pytest.mark.parametrize(("mode", "headers", "reason"), [
+    ("status", {"Retry-After": "120"}, "rate_limited"),
+    ("status", {}, "rate_limited"),
+])
+def test_rate_limited_registry_is_left_alone(proxied, dockerd, exporter_factory, registry,
+                                             mode, headers, reason) -> None:
+    proxy, ref = proxied
+    proxy.mode, proxy.status, proxy.headers = mode, 429, headers
+    other = f"{registry.address}/hygiene/count0:v0"
+    push_version(dockerd, other, "count 0 0")
+    exp = exporter_factory("--docker.host", dockerd.host, *FAST, "--upstream.include",
+                           f"^({proxy.address}/|{other}$)")
+    exp.wait_metrics(lambda m: status(m, ref) == f"unknown:{reason}", what=reason)
+    sent = sum(proxy.counts.values())
+    heads_before = exp.scrape().get("docker_registry_requests_total",
+                                    registry=registry.address, method="HEAD", code="200")
+    time.sleep(5)  # two more cycles of the other registry
+    m = exp.scrape()
+    assert sum(proxy.counts.values()) == sent, "the rate-limited registry was asked again"
+    assert m.get("docker_registry_requests_total", registry=registry.address, method="HEAD",
+                 code="200") > heads_before, "the other registry stopped being checked"
+    assert status(m, other) == "current"
+    assert m.get("docker_registry_requests_total", registry=proxy.address, method="HEAD",
+                 code="429") == 1
+
+
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("delay", "timeout"), ("garbage", "bad_response"), ("status500", "server_error"),
+    ("close", "unreachable"),
+])
+def test_failures_give_unknown_with_reason(proxied, dockerd, exporter_factory, mode,
+                                           reason) -> None:
+    proxy, ref = proxied
+    proxy.mode, proxy.delay = mode, 3.0
+    if mode == "status500":
+        proxy.mode, proxy.status = "status", 500
+    exp = _fault_exporter(exporter_factory, dockerd, proxy, "--upstream.timeout", "1s")
+    m = exp.wait_metrics(lambda m: status(m, ref) == f"unknown:{reason}", what=reason)
+    assert m.get("docker_image_upstream_drift", image=ref) is None
+    assert m.get("docker_up") == 1
+    assert m.get("docker_exporter_collector_success", collector="upstream") == 1
+
+
+def test_drifted_never_flips_to_current_on_error(proxied, dockerd, exporter_factory) -> None:
+    proxy, ref = proxied
+    publish_elsewhere(dockerd, ref, "fault two")
+    exp = _fault_exporter(exporter_factory, dockerd, proxy)
+    m = exp.wait_metrics(lambda m: status(m, ref) == "drifted", what="drifted")
+    since = m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref)
+    checked = m.get("docker_image_upstream_last_check_timestamp_seconds", image=ref)
+    proxy.mode, proxy.status, proxy.headers = "status", 503, {}
+    m = exp.wait_metrics(lambda m: status(m, ref) == "unknown:server_error", what="503")
+    for _ in range(5):
+        m = exp.scrape()
+        assert m.get("docker_image_upstream_status", image=ref, status="current") == 0
+        assert m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref) == since
+        assert m.get("docker_image_upstream_last_check_timestamp_seconds", image=ref) == checked
+        time.sleep(0.5)
+    dockerd.cli("pull", ref)  # leave the tag current for whoever runs next
