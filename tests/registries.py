@@ -29,7 +29,8 @@ from cryptography.x509.oid import NameOID
 from tests.services import Registry, free_port
 
 EXPORTER_UA = "docker-hygiene-exporter/"
-ACCESS_LOG = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<code>\d+) .* "(?P<ua>[^"]*)"$')
+ACCESS_LOG = re.compile(
+    r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<code>\d+) .* "(?P<ua>[^"]*)"$')
 
 
 def access_log(reg: Registry, user_agent: str = EXPORTER_UA) -> Counter[tuple[str, str]]:
@@ -134,8 +135,9 @@ class TokenServer:
         now = int(time.time())
         der = self.cert.public_bytes(serialization.Encoding.DER)
         header = {"alg": "RS256", "typ": "JWT", "x5c": [base64.b64encode(der).decode()]}
-        claims = {"iss": self.issuer, "sub": user, "aud": self.service, "exp": now + self.expires_in,
-                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        claims = {"iss": self.issuer, "sub": user, "aud": self.service,
+                  "exp": now + self.expires_in, "nbf": now - 10, "iat": now,
+                  "jti": uuid.uuid4().hex, "access": access}
         signing_input = f"{_b64url(json.dumps(header).encode())}." \
                         f"{_b64url(json.dumps(claims).encode())}"
         signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())

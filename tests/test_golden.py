@@ -80,7 +80,7 @@ def test_exposition_matches_golden_file() -> None:
 
 
 def test_recorded_state_is_what_the_golden_file_claims() -> None:
-    engine, disk, upstream = recorded_sources()
+    engine, disk, _upstream = recorded_sources()
     snap = engine.snapshot
     web = next(c for c in snap.containers if c.name == "web")
     # web was created from built:1, which was rebuilt since: the engine lists it by ID.
