@@ -171,6 +171,7 @@ class FaultProxy:
         self.status = 429
         self.headers: dict[str, str] = {}
         self.delay = 0.0
+        self.response_headers: dict[str, str] = {}  # added to every answer to the exporter
         self.counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         proxy = self
@@ -231,6 +232,8 @@ class FaultProxy:
                        if k.lower() not in ("transfer-encoding", "content-length", "connection")}
                 if mode == "strip_digest":
                     out = {k: v for k, v in out.items() if k.lower() != "docker-content-digest"}
+                if ours:
+                    out.update(proxy.response_headers)
                 if mode == "garbage" and "/manifests/" in self.path:
                     data = b"\x00not json at all" * 10
                     out = {k: v for k, v in out.items() if k.lower() not in (

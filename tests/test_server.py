@@ -97,3 +97,14 @@ def test_engine_absent_at_start_then_up(exporter_factory, tmp_path_factory) -> N
                          timeout=40, what="disk figures after recovery")
     finally:
         late.stop()
+
+
+def test_json_logs(dockerd: Dockerd, exporter_factory) -> None:
+    import json
+
+    exp = exporter_factory("--docker.host", dockerd.host, "--log.format", "json")
+    wait_for(lambda: "source engine is up" in exp.log(), 10, "a log line")
+    lines = [json.loads(line) for line in exp.log().splitlines()]
+    assert {"ts", "level", "logger", "msg"} <= set(lines[0])
+    assert any(line["msg"] == "source engine is up" and line["level"] == "info"
+               for line in lines)

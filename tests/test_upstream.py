@@ -400,3 +400,30 @@ def test_drifted_never_flips_to_current_on_error(proxied, dockerd, exporter_fact
         assert m.get("docker_image_upstream_last_check_timestamp_seconds", image=ref) == checked
         time.sleep(0.5)
     dockerd.cli("pull", ref)  # leave the tag current for whoever runs next
+
+
+def test_ratelimit_headers_are_exported(proxied, dockerd, exporter_factory) -> None:
+    proxy, ref = proxied
+    proxy.response_headers = {"ratelimit-limit": "100;w=21600",
+                              "ratelimit-remaining": "76;w=21600"}
+    exp = _fault_exporter(exporter_factory, dockerd, proxy)
+    m = exp.wait_metrics(lambda m: status(m, ref) == "current", what="current")
+    assert m.get("docker_registry_ratelimit_limit", registry=proxy.address) == 100
+    assert m.get("docker_registry_ratelimit_remaining", registry=proxy.address) == 76
+
+
+def test_secrets_stay_out_of_page_logs_and_metrics(htpasswd_registry, dockerd,
+                                                   exporter_factory, tmp_path) -> None:
+    import httpx
+
+    cfg = tmp_path / "exporter.yml"
+    cfg.write_text(f"registries:\n  \"{htpasswd_registry.address}\":\n    username: {USER}\n"
+                   f"    password: {PASSWORD}\n")
+    exp = exporter_factory("--docker.host", dockerd.host, *FAST, "--config.file", str(cfg),
+                           "--log.level", "debug")
+    exp.wait_metrics(lambda m: m.get("docker_exporter_collector_success",
+                                     collector="upstream") == 1)
+    page = httpx.get(exp.url + "/").text
+    assert htpasswd_registry.address in page and "&lt;masked&gt;" in page
+    for text in (page, exp.log(), exp.scrape_text()):
+        assert PASSWORD not in text
