@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -12,31 +13,59 @@ from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.disk import DiskCollector
 from exporter.collectors.exporter import ExporterCollector
 from exporter.collectors.images import ImagesCollector
+from exporter.collectors.pulls import PullsCollector
 from exporter.collectors.upstream import UpstreamCollector
 from exporter.config import Config
 from exporter.engine import Engine
+from exporter.events import EventStream
+from exporter.harbor import HarborReader, HarborSnapshot
+from exporter.hub import HubReader, HubSnapshot
 from exporter.readers import DiskReader, EngineReader
 from exporter.refresh import Source
 from exporter.snapshots import DiskSnapshot, EngineSnapshot, UpstreamSnapshot
 from exporter.state import StateStore
 from exporter.upstream import make_source
+from exporter.webhook import DistributionWebhook
 
 
-def build_registry(engine: Source[EngineSnapshot], disk: Source[DiskSnapshot],
-                   sources: list[Source[Any]], upstream: Source[UpstreamSnapshot] | None,
-                   upstream_interval: float, store: StateStore | None) -> CollectorRegistry:
+@dataclass
+class Parts:
+    """Everything the collectors read from. Optional parts are None when switched off."""
+
+    engine: Source[EngineSnapshot]
+    disk: Source[DiskSnapshot]
+    upstream: Source[UpstreamSnapshot] | None = None
+    upstream_interval: float = 6 * 3600.0
+    store: StateStore | None = None
+    events: EventStream | None = None
+    hub: Source[HubSnapshot] | None = None
+    webhook: DistributionWebhook | None = None
+    harbor: Source[HarborSnapshot] | None = None
+    extra_sources: list[Any] = field(default_factory=list)
+
+    @property
+    def sources(self) -> list[Any]:
+        """Everything with a name and a status, for the collector_* metrics."""
+        return [s for s in (self.engine, self.disk, self.upstream, self.events, self.hub,
+                            self.harbor) if s is not None]
+
+
+def build_registry(parts: Parts) -> CollectorRegistry:
     """The registry of every docker_* collector; the golden test renders exactly this."""
     registry = CollectorRegistry(auto_describe=False)
-    for collector in (
-        ExporterCollector(engine, sources, store),
-        DiskCollector(disk),
-        ImagesCollector(engine),
-        ContainersCollector(engine),
-    ):
-        registry.register(collector)
-    if upstream is not None:
-        registry.register(UpstreamCollector(upstream, engine, upstream_interval))
+    registry.register(ExporterCollector(parts.engine, parts.sources, parts.store))
+    registry.register(DiskCollector(parts.disk))
+    registry.register(ImagesCollector(parts.engine))
+    registry.register(ContainersCollector(parts.engine))
+    if parts.upstream is not None:
+        registry.register(UpstreamCollector(parts.upstream, parts.engine,
+                                            parts.upstream_interval))
+    registry.register(PullsCollector(parts.events, parts.hub, parts.webhook, parts.harbor))
     return registry
+
+
+def _webhook_secret(config: Config) -> str:
+    return config.webhook_distribution_secret or config.webhook_distribution_secret_file
 
 
 class Exporter:
@@ -44,20 +73,33 @@ class Exporter:
         self.config = config
         engine = Engine(config.docker_host, config.docker_timeout)
         disk_engine = Engine(config.docker_host, config.collector_disk_timeout)
-        self.engine: Source[EngineSnapshot] = Source(
-            "engine", EngineReader(engine).read, config.collector_engine_interval, engine.close)
-        self.disk: Source[DiskSnapshot] = Source(
-            "disk", DiskReader(disk_engine).read, config.collector_disk_interval,
-            disk_engine.close)
-        self.sources: list[Source[Any]] = [self.engine, self.disk]
-        self.upstream: Source[UpstreamSnapshot] | None = None
-        self.store: StateStore | None = None
+        parts = Parts(
+            engine=Source("engine", EngineReader(engine).read,
+                          config.collector_engine_interval, engine.close),
+            disk=Source("disk", DiskReader(disk_engine).read, config.collector_disk_interval,
+                        disk_engine.close),
+            upstream_interval=config.upstream_interval,
+        )
         if config.upstream_mode == "local":
-            self.upstream, checker = make_source(config, self.engine)
-            self.store = checker.store
-            self.sources.append(self.upstream)
-        self.registry = build_registry(self.engine, self.disk, self.sources, self.upstream,
-                                       config.upstream_interval, self.store)
+            parts.upstream, checker = make_source(config, parts.engine)
+            parts.store = checker.store
+        if config.events_enabled:
+            parts.events = EventStream(config.docker_host)
+        if config.hub_enabled and (config.hub_local_images or config.hub_repositories):
+            hub = HubReader(config.hub_url, config.hub_repositories, config.hub_local_images,
+                            parts.engine, config.hub_username, config.hub_password_file)
+            parts.hub = Source("hub", hub.read, config.hub_interval, hub.close)
+        if _webhook_secret(config):
+            parts.webhook = DistributionWebhook(_webhook_secret(config),
+                                                dict(config.webhook_distribution_registries))
+        if config.harbor_instances:
+            harbor = HarborReader(config.harbor_instances)
+            parts.harbor = Source("harbor", harbor.read, config.harbor_interval, harbor.close)
+        self.parts = parts
+        self.engine = parts.engine
+        self.sources = parts.sources
+        self.webhook = parts.webhook
+        self.registry = build_registry(parts)
         ProcessCollector(registry=self.registry)
         self._stop = threading.Event()
 

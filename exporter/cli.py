@@ -21,9 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config.file", dest="config_file", metavar="FILE",
                         help="YAML configuration file; its keys are the flag names "
                              f"(env {config.ENV_PREFIX}CONFIG_FILE).")
-    for s in config.SETTINGS:
-        if s.yaml_only:
-            continue
+    for s in config.flag_settings():
         shown = s.show(s.default) if s.default is not None else ""
         default = f" (default: {shown})" if shown else ""
         common.add_argument(s.flag, dest=s.key, metavar=s.metavar, default=None,
@@ -41,8 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, str]:
-    return {s.key: getattr(args, s.key) for s in config.SETTINGS
-            if not s.yaml_only and getattr(args, s.key, None) is not None}
+    return {s.key: getattr(args, s.key) for s in config.flag_settings()
+            if getattr(args, s.key, None) is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

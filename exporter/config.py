@@ -207,6 +207,93 @@ def _show_list(value: tuple[str, ...]) -> str:
     return ", ".join(value)
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _url(value: Any) -> str:
+    value = _string(value)
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _read_secret(path: Any, key: str) -> str:
+    try:
+        with open(str(path), encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def _secret_file(value: Any) -> str:
+    """A file holding a secret: read at start-up, so a missing file is a start-up error."""
+    return _read_secret(_string(value), "file")
+
+
+def _mask(value: Any) -> str:
+    return "<masked>" if value else ""
+
+
+def _label_map(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+        raise ValueError("must map registry hosts to the registry label to use")
+    return tuple(sorted(value.items()))
+
+
+@dataclass(frozen=True)
+class HarborInstance:
+    """One Harbor to read per-repository pull counts from."""
+
+    url: str
+    username: str
+    password: str = field(repr=False)
+    projects: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"HarborInstance(url={self.url!r}, username={self.username!r}, password=<masked>)"
+
+
+def _harbor_instances(value: Any) -> tuple[HarborInstance, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of {url, username, password or password_file, "
+                         "projects}")
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"[{i}]: must be a mapping")
+        unknown = set(entry) - {"url", "username", "password", "password_file", "projects"}
+        if unknown:
+            raise ValueError(f"[{i}].{sorted(map(str, unknown))[0]}: unknown key")
+        try:
+            url = _url(entry.get("url"))
+        except ValueError as exc:
+            raise ValueError(f"[{i}].url: {exc}") from None
+        projects = entry.get("projects")
+        if not isinstance(projects, list) or not projects or not all(
+                isinstance(p, str) and p for p in projects):
+            raise ValueError(f"[{i}].projects: a list of project names is required")
+        user = entry.get("username", "")
+        if "password_file" in entry:
+            password = _read_secret(entry["password_file"], f"[{i}].password_file")
+        else:
+            password = entry.get("password", "")
+        if not isinstance(user, str) or not isinstance(password, str):
+            raise ValueError(f"[{i}]: username and password must be strings")
+        out.append(HarborInstance(url, user, password, tuple(projects)))
+    return tuple(out)
+
+
+def _show_harbor(value: tuple[HarborInstance, ...]) -> str:
+    return ", ".join(f"{h.url} (projects {', '.join(h.projects)}"
+                     f"{', user ' + h.username if h.username else ''})" for h in value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its dotted key, parser, default and help text."""
@@ -218,6 +305,7 @@ class Setting:
     metavar: str = "VALUE"
     show: Callable[[Any], str] = str
     yaml_only: bool = False
+    secret: bool = False  # never a flag (it would show in ps); masked wherever it is shown
 
     @property
     def flag(self) -> str:
@@ -292,6 +380,38 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("registries", _registries, (),
             "Registry credentials by host: {username, password or password_file}.",
             show=_show_registries, yaml_only=True),
+    Setting("events.enabled", _bool, True,
+            "Count image pulls on this host from the engine's event stream.", "BOOL"),
+    Setting("hub.enabled", _bool, True,
+            "Read pull and star counts of Docker Hub repositories from the Hub API.", "BOOL"),
+    Setting("hub.url", _url, "https://hub.docker.com", "Docker Hub API base URL.", "URL"),
+    Setting("hub.interval", parse_duration, 3600.0,
+            "How often the Hub API is read.", "DURATION", format_duration),
+    Setting("hub.repositories", _string_list, (),
+            "Hub repositories to read besides those local images come from "
+            "(namespace/name; official images are library/name).", "REPO,...", _show_list),
+    Setting("hub.local_images", _bool, True,
+            "Also read every Docker Hub repository that local images come from.", "BOOL"),
+    Setting("hub.username", _optional_string, "",
+            "Docker Hub user for the Hub API (optional; raises its rate limit).", "USER"),
+    Setting("hub.password_file", _secret_file, "",
+            "File holding the Hub password or personal access token.", "FILE", _mask),
+    Setting("webhook.distribution.path", _parse_path, "/webhooks/distribution",
+            "Path that accepts CNCF Distribution registry notifications.", "PATH"),
+    Setting("webhook.distribution.secret", _optional_string, "",
+            "Authorization header value the registry must send (e.g. \"Bearer s3cret\"); the "
+            "webhook is off until a secret is set. Not a flag: set it in the file or env.",
+            "VALUE", _mask, secret=True),
+    Setting("webhook.distribution.secret_file", _secret_file, "",
+            "File holding the webhook secret instead.", "FILE", _mask),
+    Setting("webhook.distribution.registries", _label_map, (),
+            "Registry label per request host, instead of the host the clients used.",
+            show=lambda v: ", ".join(f"{k}={n}" for k, n in v), yaml_only=True),
+    Setting("harbor.interval", parse_duration, 3600.0,
+            "How often Harbor repositories are read.", "DURATION", format_duration),
+    Setting("harbor.instances", _harbor_instances, (),
+            "Harbor instances: {url, username, password or password_file, projects}.",
+            show=_show_harbor, yaml_only=True),
     Setting("log.level", _choice("debug", "info", "warn", "error"), "info",
             "Only log messages with the given severity or above.", "LEVEL"),
     Setting("log.format", _choice("logfmt", "json"), "logfmt",
@@ -324,6 +444,20 @@ class Config:
     upstream_platform: str = ""
     state_path: str | None = None
     registries: tuple[tuple[str, RegistryAuth], ...] = ()
+    events_enabled: bool = True
+    hub_enabled: bool = True
+    hub_url: str = "https://hub.docker.com"
+    hub_interval: float = 3600.0
+    hub_repositories: tuple[str, ...] = ()
+    hub_local_images: bool = True
+    hub_username: str = ""
+    hub_password_file: str = field(default="", repr=False)
+    webhook_distribution_path: str = "/webhooks/distribution"
+    webhook_distribution_secret: str = field(default="", repr=False)
+    webhook_distribution_secret_file: str = field(default="", repr=False)
+    webhook_distribution_registries: tuple[tuple[str, str], ...] = ()
+    harbor_interval: float = 3600.0
+    harbor_instances: tuple[HarborInstance, ...] = ()
     log_level: str = "info"
     log_format: str = "logfmt"
     config_file: str | None = None
@@ -393,6 +527,10 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
             if not s.yaml_only and environ.get(s.env) not in (None, "")}
 
 
+def flag_settings() -> list[Setting]:
+    return [s for s in SETTINGS if not s.yaml_only and not s.secret]
+
+
 def build(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -417,4 +555,7 @@ def build(
         values["docker_host"] = environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
     if "upstream_interval" in values and values["upstream_interval"] < 1:
         raise ConfigError("upstream.interval", "must be at least 1s")
+    if values.get("webhook_distribution_secret") and values.get(
+            "webhook_distribution_secret_file"):
+        raise ConfigError("webhook.distribution.secret", "give secret or secret_file, not both")
     return Config(config_file=config_file, **values)

@@ -98,6 +98,10 @@ class Engine:
         """GET /version: the daemon's OS and architecture."""
         return self._call("version") or {}
 
+    def events(self, since: str, filters: dict[str, list[str]]) -> Any:
+        """GET /events as a stream of decoded events (the read blocks until the next one)."""
+        return self._call("events", since=since, filters=filters, decode=True)
+
     def system_df(self) -> dict[str, Any]:
         """GET /system/df: slow, walks every layer, container and volume."""
         return self._call("df") or {}

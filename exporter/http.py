@@ -21,7 +21,7 @@ from exporter.app import Exporter
 log = logging.getLogger("exporter.http")
 
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
-MAX_REQUEST_LINE = 8192
+MAX_WEBHOOK_BODY = 1024 * 1024
 
 
 class Server(ThreadingHTTPServer):
@@ -87,7 +87,32 @@ class Handler(BaseHTTPRequestHandler):
         self._send(405, b"Method not allowed\n", "text/plain; charset=utf-8",
                    {"Allow": "GET, HEAD"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _unsupported
+    def do_POST(self) -> None:
+        webhook = self.server.exporter.webhook
+        path = self.path.partition("?")[0]
+        if webhook is None or path != self.server.exporter.config.webhook_distribution_path:
+            self._unsupported()
+            return
+        if not webhook.authorized(self.headers.get("Authorization")):
+            # Checked before the body is read: a stranger's body is never parsed.
+            self.close_connection = True
+            self._text(webhook.respond(401), "Unauthorized\n")
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or -1)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_WEBHOOK_BODY:
+            self.close_connection = True
+            self._text(webhook.respond(413 if length > MAX_WEBHOOK_BODY else 411),
+                       "Body too large or without Content-Length\n")
+            return
+        body = self.rfile.read(length)
+        code, message = webhook.handle(self.headers.get("Authorization"),
+                                       self.headers.get("Content-Type"), body)
+        self._text(code, message + "\n")
+
+    do_PUT = do_DELETE = do_PATCH = _unsupported
 
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))

@@ -207,9 +207,12 @@ class ExporterProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_HYGIENE_")}
         env.update(self.env)
-        # Each exporter gets its own state file unless the test names one.
+        # Each exporter gets its own state file unless the test names one, and Docker Hub
+        # (which is not on loopback) stays off unless the test points it at a stand-in.
         state = [] if "--state.path" in self.args else [
             "--state.path", str(self.log_path.with_suffix(".state.db"))]
+        if not any(a.startswith("--hub.") for a in self.args):
+            state += ["--hub.enabled", "false"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "--web.listen-address",
              f"127.0.0.1:{self.port}", *state, *self.args],

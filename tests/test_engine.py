@@ -183,7 +183,8 @@ def test_scrapes_never_call_the_engine_and_df_never_overlaps(
         # A /system/df slower than its interval: calls must not pile up.
         proxy.delays["/system/df"] = 2.5
         exp = exporter_factory("--docker.host", proxy.host, "--collector.engine.interval", "1h",
-                               "--collector.disk.interval", "1s", "--upstream.mode", "off")
+                               "--collector.disk.interval", "1s", "--upstream.mode", "off",
+                               "--events.enabled", "false")
         wait_for(lambda: proxy.counts["GET /system/df"] >= 3, 20, "three df calls")
         assert proxy.max_in_flight["/system/df"] == 1
 
@@ -211,7 +212,7 @@ def test_second_refresh_inspects_nothing_new(populated: Dockerd, exporter_factor
     proxy = EngineProxy(populated.socket, tmp_path / "proxy.sock").start()
     try:
         exporter_factory("--docker.host", proxy.host, "--collector.engine.interval", "1s",
-                         "--collector.disk.interval", "1h")
+                         "--collector.disk.interval", "1h", "--events.enabled", "false")
         wait_for(lambda: proxy.counts["GET /images/json"] >= 2, 10, "a second refresh")
         inspects = proxy.counts["GET /images/{id}/json"]
         wait_for(lambda: proxy.counts["GET /images/json"] >= 4, 10, "two more refreshes")

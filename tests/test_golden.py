@@ -13,11 +13,15 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from exporter.app import build_registry
+from exporter.app import Parts, build_registry
+from exporter.events import EventStream
+from exporter.harbor import HarborRepository, HarborSnapshot
+from exporter.hub import HubRepository, HubSnapshot
 from exporter.readers import build_engine_snapshot, parse_disk_usage, parse_timestamp
 from exporter.refresh import Source, Status
 from exporter.snapshots import DiskSnapshot, EngineSnapshot, TagState, UpstreamSnapshot
 from exporter.state import StateStore
+from exporter.webhook import DistributionWebhook
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = Path(__file__).parent / "golden" / "metrics.prom"
@@ -64,8 +68,23 @@ def recorded_sources() -> tuple[Source[EngineSnapshot], Source[DiskSnapshot],
 
 def registry_for_golden():
     engine, disk, upstream = recorded_sources()
-    return build_registry(engine, disk, [engine, disk, upstream], upstream, 6 * 3600.0,
-                          StateStore(None))
+    events = EventStream("unix:///nonexistent")
+    for n, repo in enumerate(["127.0.0.1:5000/team/app", "busybox", "busybox"]):
+        events.handle({"Type": "image", "Action": "pull", "timeNano": 1795838000_000000000 + n,
+                       "Actor": {"ID": f"{repo}:latest", "Attributes": {"name": repo}}})
+    hub: Source[HubSnapshot] = Source("hub", lambda: None, 3600.0)
+    hub.snapshot = HubSnapshot((HubRepository("library/busybox", 7_000_000_000, 3300,
+                                              1795000000.0),))
+    hub.status = Status(True, True, 0.4, 1795838000.0, "")
+    webhook = DistributionWebhook("Bearer s3cret", {"127.0.0.1:5000": "internal"})
+    webhook.handle("Bearer s3cret", "application/vnd.docker.distribution.events.v1+json",
+                   (FIXTURES / "distribution-notifications.json").read_bytes())
+    webhook.handle("Bearer wrong", "application/json", b"{}")
+    harbor: Source[HarborSnapshot] = Source("harbor", lambda: None, 3600.0)
+    harbor.snapshot = HarborSnapshot((HarborRepository("harbor.example", "team", "app", 9),))
+    harbor.status = Status(True, True, 0.2, 1795838000.0, "")
+    return build_registry(Parts(engine, disk, upstream, 6 * 3600.0, StateStore(None), events,
+                                hub, webhook, harbor))
 
 
 def render() -> str:

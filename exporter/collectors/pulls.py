@@ -1,0 +1,96 @@
+"""Pull counts from every place pulls happen: this host, Docker Hub, Distribution, Harbor.
+
+Sample output::
+
+    docker_image_pulls_total{repository="nginx"} 3.0
+    docker_hub_repository_pulls_total{repository="library/nginx"} 1.2e+10
+    docker_hub_repository_stars{repository="library/nginx"} 20000.0
+    docker_hub_repository_last_updated_timestamp_seconds{repository="library/nginx"} 1.79e+09
+    docker_registry_pulls_total{registry="registry.internal",repository="team/app"} 42.0
+    docker_registry_pushes_total{registry="registry.internal",repository="team/app"} 7.0
+    docker_harbor_repository_pulls_total{project="team",registry="harbor",repository="app"} 9.0
+    docker_exporter_webhook_requests_total{code="401"} 1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.collectors import cached
+from exporter.events import EventStream
+from exporter.harbor import HarborSnapshot
+from exporter.hub import HubSnapshot
+from exporter.refresh import Source
+from exporter.webhook import DistributionWebhook
+
+
+class PullsCollector:
+    def __init__(self, events: EventStream | None, hub: Source[HubSnapshot] | None,
+                 webhook: DistributionWebhook | None,
+                 harbor: Source[HarborSnapshot] | None) -> None:
+        self.events, self.hub, self.webhook, self.harbor = events, hub, webhook, harbor
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if self.events is not None:
+            pulls = CounterMetricFamily(
+                "docker_image_pulls",
+                "Image pulls on this host seen in the engine's event stream since the exporter "
+                "started.", labels=["repository"])
+            for repository, count in self.events.counts():
+                pulls.add_metric([repository], count)
+            yield pulls
+        if self.hub is not None and self.hub.snapshot is not None:
+            note = cached(self.hub.interval, "the Docker Hub API")
+            hub_pulls = CounterMetricFamily(
+                "docker_hub_repository_pulls",
+                "Pulls of the repository as Docker Hub counts them." + note,
+                labels=["repository"])
+            stars = GaugeMetricFamily("docker_hub_repository_stars",
+                                      "Stars of the repository on Docker Hub." + note,
+                                      labels=["repository"])
+            updated = GaugeMetricFamily(
+                "docker_hub_repository_last_updated_timestamp_seconds",
+                "When the repository was last pushed to, as Docker Hub says." + note,
+                labels=["repository"])
+            for r in self.hub.snapshot.repositories:
+                hub_pulls.add_metric([r.repository], r.pulls)
+                stars.add_metric([r.repository], r.stars)
+                if r.last_updated is not None:
+                    updated.add_metric([r.repository], r.last_updated)
+            yield from (hub_pulls, stars, updated)
+        if self.webhook is not None:
+            pulls_by_repo, pushes, responses = self.webhook.snapshot()
+            reg_pulls = CounterMetricFamily(
+                "docker_registry_pulls",
+                "Manifest GETs (pulls as Docker Hub counts them) reported by a Distribution "
+                "registry's notifications since the exporter started.",
+                labels=["registry", "repository"])
+            for (registry, repository), count in pulls_by_repo:
+                reg_pulls.add_metric([registry, repository], count)
+            reg_pushes = CounterMetricFamily(
+                "docker_registry_pushes",
+                "Manifest pushes reported by a Distribution registry's notifications since the "
+                "exporter started.", labels=["registry", "repository"])
+            for (registry, repository), count in pushes:
+                reg_pushes.add_metric([registry, repository], count)
+            answered = CounterMetricFamily(
+                "docker_exporter_webhook_requests",
+                "Notification deliveries answered, by HTTP status (401: wrong secret, 400: not "
+                "an envelope, 413: too large, 415: wrong content type).", labels=["code"])
+            for code, count in responses:
+                answered.add_metric([code], count)
+            yield from (reg_pulls, reg_pushes, answered)
+        if self.harbor is not None and self.harbor.snapshot is not None:
+            harbor = CounterMetricFamily(
+                "docker_harbor_repository_pulls",
+                "Pulls of the repository as Harbor counts them."
+                + cached(self.harbor.interval, "Harbor"),
+                labels=["registry", "project", "repository"])
+            for r in self.harbor.snapshot.repositories:
+                harbor.add_metric([r.registry, r.project, r.repository], r.pulls)
+            yield harbor
