@@ -207,6 +207,18 @@ def _show_list(value: tuple[str, ...]) -> str:
     return ", ".join(value)
 
 
+def _web_config_file(value: Any) -> str:
+    """Loaded once here so a bad file is a start-up error naming the key inside it."""
+    from exporter.webconfig import WebConfigError, load
+
+    path = _string(value)
+    try:
+        load(path)
+    except WebConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return path
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -329,6 +341,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Address to listen on for the web interface and telemetry.", "HOST:PORT"),
     Setting("web.telemetry_path", _parse_path, "/metrics",
             "Path under which to expose metrics.", "PATH"),
+    Setting("web.config.file", _web_config_file, "",
+            "Exporter-toolkit web config (TLS, basic auth, headers), re-read when it changes.",
+            "FILE"),
     Setting("docker.host", _docker_host, None,
             "Docker Engine endpoint (default: $DOCKER_HOST, else "
             f"{DEFAULT_DOCKER_HOST}). TLS follows DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.", "URL"),
@@ -427,6 +442,7 @@ class Config:
 
     web_listen_address: str = f":{DEFAULT_PORT}"
     web_telemetry_path: str = "/metrics"
+    web_config_file: str = ""
     docker_host: str = field(default_factory=_default_docker_host)
     docker_timeout: float = 30.0
     collector_engine_interval: float = 15.0

@@ -5,10 +5,12 @@ A scrape renders what the background loops last read; nothing here calls Docker.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
 import logging
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,11 +19,13 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.app import Exporter
+from exporter.webconfig import WebConfig, WebConfigWatcher
 
 log = logging.getLogger("exporter.http")
 
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
 MAX_WEBHOOK_BODY = 1024 * 1024
+MAX_REQUEST_LINE = 8192
 
 
 class Server(ThreadingHTTPServer):
@@ -30,10 +34,33 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, exporter: Exporter) -> None:
         self.exporter = exporter
+        path = exporter.config.web_config_file
+        self.web = WebConfigWatcher(path) if path else None
         host, port = exporter.config.listen()
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), Handler)
+
+    def web_config(self) -> WebConfig:
+        return self.web.get() if self.web else WebConfig()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """TLS per connection, with the context in force now (certificates rotate)."""
+        tls = self.web_config().tls
+        if tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(REQUEST_TIMEOUT)
+        try:
+            conn = tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("TLS handshake with %s failed: %s", client_address, exc)
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def serve_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
@@ -57,6 +84,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
+        for key, value in self.server.web_config().headers:
+            self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -64,9 +93,30 @@ class Handler(BaseHTTPRequestHandler):
     def _text(self, code: int, text: str) -> None:
         self._send(code, text.encode(), "text/plain; charset=utf-8")
 
+    def _allowed(self, path: str) -> bool:
+        """Basic auth from the web config, for everything but the liveness probe."""
+        if path == "/-/healthy" or self.server.web is None:
+            return True
+        if self.server.web.authorized(self.server.web_config(),
+                                      self.headers.get("Authorization")):
+            return True
+        self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8",
+                   {"WWW-Authenticate": 'Basic realm="docker-hygiene-exporter"'})
+        return False
+
+    def parse_request(self) -> bool:
+        if len(self.raw_requestline) > MAX_REQUEST_LINE:
+            self.command, self.request_version, self.requestline = "GET", "HTTP/1.0", ""
+            self.close_connection = True
+            self.send_error(414)
+            return False
+        return super().parse_request()
+
     def do_GET(self) -> None:
         exporter = self.server.exporter
         path = self.path.partition("?")[0]
+        if not self._allowed(path):
+            return
         if path == exporter.config.web_telemetry_path:
             self._metrics()
         elif path == "/":
@@ -90,6 +140,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         webhook = self.server.exporter.webhook
         path = self.path.partition("?")[0]
+        if not self._allowed(path):
+            self.close_connection = True
+            return
         if webhook is None or path != self.server.exporter.config.webhook_distribution_path:
             self._unsupported()
             return

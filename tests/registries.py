@@ -234,6 +234,9 @@ class FaultProxy:
                     out = {k: v for k, v in out.items() if k.lower() != "docker-content-digest"}
                 if ours:
                     out.update(proxy.response_headers)
+                if mode == "huge" and "/manifests/" in self.path:
+                    out = {k: v for k, v in out.items() if k.lower() != "docker-content-digest"}
+                    data = b" " * (5 * 1024 * 1024)
                 if mode == "garbage" and "/manifests/" in self.path:
                     data = b"\x00not json at all" * 10
                     out = {k: v for k, v in out.items() if k.lower() not in (

@@ -109,12 +109,21 @@ class Dockerd:
             self.proc = None
 
     def kill(self) -> None:
-        """SIGKILL the daemon (containerd shim processes may survive, as in a real crash)."""
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
+        """SIGKILL the daemon and its containerd, as an OOM kill of the service would."""
+        if self.proc is None:
+            return
+        pidfile = self.root / "exec" / "containerd" / "containerd.pid"
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+        # Nothing reaps orphans in this sandbox: the killed containerd lingers as a zombie
+        # whose pid dockerd would take for a live containerd. A host's init reaps it.
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text())
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+            if state == "Z":
+                pidfile.unlink()
 
     def cli(self, *args: str, input: bytes | None = None, check: bool = True,
             cwd: str | Path | None = None, env: dict[str, str] | None = None,
@@ -179,8 +188,9 @@ class Registry:
         log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log,
                                      start_new_session=True)
-        wait_for(lambda: httpx.get(f"http://{self.address}/v2/", timeout=1).status_code
-                 in (200, 401), 15, "the registry to answer /v2/")
+        scheme = "https" if "tls:" in extra_config else "http"
+        wait_for(lambda: httpx.get(f"{scheme}://{self.address}/v2/", timeout=1, verify=False)
+                 .status_code in (200, 401), 15, "the registry to answer /v2/")
         return self
 
     def stop(self) -> None:
