@@ -21,7 +21,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.registries import TokenServer, access_log, start_token_registry
+from tests.registries import FaultProxy, TokenServer, access_log, start_token_registry
 from tests.services import Dockerd, ExporterProcess
 
 USER, PASSWORD = "bench", "bench-pass"
@@ -69,12 +69,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tags", type=int, default=200)
     ap.add_argument("--repos", type=int, default=10)
+    ap.add_argument("--latency", type=float, default=0.0,
+                    help="seconds a proxy adds to each exporter request (a remote registry)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
         root = Path(tmp)
         tokens = TokenServer(root / "tokens", {USER: PASSWORD}).start()
-        reg = start_token_registry(root / "registry", tokens)
-        REGISTRIES[reg.address] = reg
+        real = start_token_registry(root / "registry", tokens)
+        proxy = None
+        reg = real
+        if args.latency:
+            proxy = FaultProxy(real.port).start()
+            proxy.mode, proxy.delay = "delay", args.latency
+            reg = type("Via", (), {"address": proxy.address})()
+        REGISTRIES[reg.address] = real
         d = Dockerd(root / "d").start()
         try:
             d.make_base_image("bench-base:1")
@@ -108,7 +116,8 @@ def main() -> None:
             tags = len(names)
             state = root / "state.db"
             print(f"machine: {platform.machine()}, {platform.python_version()}, "
-                  f"{tags} tags in {args.repos} repositories, bearer-token registry")
+                  f"{tags} tags in {args.repos} repositories, bearer-token registry, "
+                  f"{args.latency * 1000:.0f} ms added per request")
             print("| run | cycle s | HEAD | GET | token requests | drifted |")
             print("|---|---|---|---|---|---|")
             rows = [("default concurrency, nothing changed", ()),
@@ -134,8 +143,10 @@ def main() -> None:
                       f"{r['token']} | {r['drifted']} |", flush=True)
         finally:
             d.stop()
-            reg.stop()
+            real.stop()
             tokens.stop()
+            if proxy:
+                proxy.stop()
 
 
 if __name__ == "__main__":

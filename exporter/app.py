@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -12,12 +13,14 @@ from prometheus_client.process_collector import ProcessCollector
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.disk import DiskCollector
 from exporter.collectors.exporter import ExporterCollector
+from exporter.collectors.fleet import FleetCollector
 from exporter.collectors.images import ImagesCollector
 from exporter.collectors.pulls import PullsCollector
 from exporter.collectors.upstream import UpstreamCollector
 from exporter.config import Config
 from exporter.engine import Engine
 from exporter.events import EventStream
+from exporter.exposition import Exposition
 from exporter.harbor import HarborReader, HarborSnapshot
 from exporter.hub import HubReader, HubSnapshot
 from exporter.readers import DiskReader, EngineReader
@@ -41,26 +44,40 @@ class Parts:
     hub: Source[HubSnapshot] | None = None
     webhook: DistributionWebhook | None = None
     harbor: Source[HarborSnapshot] | None = None
-    extra_sources: list[Any] = field(default_factory=list)
+    central: bool = False  # fleet mode's checker: no engine of its own
 
     @property
     def sources(self) -> list[Any]:
         """Everything with a name and a status, for the collector_* metrics."""
+        if self.central:
+            return [self.upstream]
         return [s for s in (self.engine, self.disk, self.upstream, self.events, self.hub,
                             self.harbor) if s is not None]
 
 
-def build_registry(parts: Parts) -> CollectorRegistry:
-    """The registry of every docker_* collector; the golden test renders exactly this."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ExporterCollector(parts.engine, parts.sources, parts.store))
-    registry.register(DiskCollector(parts.disk))
-    registry.register(ImagesCollector(parts.engine))
-    registry.register(ContainersCollector(parts.engine))
+def build_collectors(parts: Parts) -> list[Any]:
+    """Every docker_* collector, in exposition order."""
+    if parts.central and parts.upstream is not None:
+        return [ExporterCollector(None, parts.sources, parts.store),
+                FleetCollector(parts.upstream, parts.upstream_interval)]
+    collectors: list[Any] = [
+        ExporterCollector(parts.engine, parts.sources, parts.store),
+        DiskCollector(parts.disk),
+        ImagesCollector(parts.engine),
+        ContainersCollector(parts.engine),
+    ]
     if parts.upstream is not None:
-        registry.register(UpstreamCollector(parts.upstream, parts.engine,
+        collectors.append(UpstreamCollector(parts.upstream, parts.engine,
                                             parts.upstream_interval))
-    registry.register(PullsCollector(parts.events, parts.hub, parts.webhook, parts.harbor))
+    collectors.append(PullsCollector(parts.events, parts.hub, parts.webhook, parts.harbor))
+    return collectors
+
+
+def build_registry(parts: Parts) -> CollectorRegistry:
+    """A registry of every docker_* collector; the golden test renders exactly this."""
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in build_collectors(parts):
+        registry.register(collector)
     return registry
 
 
@@ -80,12 +97,14 @@ class Exporter:
                         disk_engine.close),
             upstream_interval=config.upstream_interval,
         )
-        if config.upstream_mode == "local":
+        if config.upstream_mode in ("local", "central"):
             parts.upstream, checker = make_source(config, parts.engine)
             parts.store = checker.store
-        if config.events_enabled:
+            parts.central = config.upstream_mode == "central"
+        if config.events_enabled and not parts.central:
             parts.events = EventStream(config.docker_host)
-        if config.hub_enabled and (config.hub_local_images or config.hub_repositories):
+        if config.hub_enabled and not parts.central and (
+                config.hub_local_images or config.hub_repositories):
             hub = HubReader(config.hub_url, config.hub_repositories, config.hub_local_images,
                             parts.engine, config.hub_username, config.hub_password_file)
             parts.hub = Source("hub", hub.read, config.hub_interval, hub.close)
@@ -99,16 +118,29 @@ class Exporter:
         self.engine = parts.engine
         self.sources = parts.sources
         self.webhook = parts.webhook
-        self.registry = build_registry(parts)
-        ProcessCollector(registry=self.registry)
+        self.exposition = Exposition(
+            [*build_collectors(parts), ProcessCollector(registry=None)])
         self._stop = threading.Event()
 
     @property
     def ready(self) -> bool:
-        return self.engine.ready.is_set()
+        first = self.parts.upstream if self.parts.central else self.engine
+        return first is not None and first.ready.is_set()
+
+    def render(self, encoder: Callable[[Any], bytes], openmetrics: bool) -> bytes:
+        if self.config.collector_on_scrape:
+            # The baseline most exporters are: read the engine while the scrape waits.
+            self.parts.engine.refresh()
+            self.parts.disk.refresh()
+        return self.exposition.render(encoder, openmetrics)
 
     def start(self) -> None:
+        if self.config.collector_on_scrape:
+            self.parts.engine.refresh()  # so /-/ready means what it means in the default mode
         for source in self.sources:
+            if self.config.collector_on_scrape and source in (self.parts.engine,
+                                                              self.parts.disk):
+                continue
             source.start(self._stop)
 
     def stop(self, timeout: float = 2.0) -> None:

@@ -219,6 +219,17 @@ def _web_config_file(value: Any) -> str:
     return path
 
 
+def _optional_url(value: Any) -> str:
+    return _url(value) if value else ""
+
+
+def _shard(value: Any) -> str:
+    m = re.fullmatch(r"(\d+)/(\d+)", str(value))
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise ValueError(f"{value!r} is not a shard: use i/n with 0 <= i < n, e.g. 0/3")
+    return str(value)
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -358,13 +369,26 @@ SETTINGS: tuple[Setting, ...] = (
             "DURATION", format_duration),
     Setting("collector.disk.timeout", parse_duration, 600.0,
             "Timeout of one /system/df call.", "DURATION", format_duration),
+    Setting("collector.on_scrape", _bool, False,
+            "Read images, containers and /system/df during each scrape instead of in the "
+            "background: the collect-on-scrape baseline of the benchmark, not for production "
+            "(scrapes then wait on Docker).", "BOOL"),
     Setting("docker.config", _optional_string, None,
             "Docker client config.json whose auths, credsStore and credHelpers give registry "
             "credentials (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json).",
             "FILE"),
-    Setting("upstream.mode", _choice("local", "off"), "local",
+    Setting("upstream.mode", _choice("local", "off", "central"), "local",
             "local: check this host's tags against their registries; off: no registry "
-            "traffic.", "MODE"),
+            "traffic; central: the fleet's checker (see upstream.prometheus_url).", "MODE"),
+    Setting("upstream.prometheus_url", _optional_url, "",
+            "Central mode: Prometheus to ask for every host's tags "
+            "(docker_image_info with a registry digest).", "URL"),
+    Setting("upstream.references", _string_list, (),
+            "Central mode: tags to check besides those Prometheus knows.", "REF,...",
+            _show_list),
+    Setting("upstream.shard", _shard, "0/1",
+            "Central mode: check only the tags whose hash falls in shard i of n (i/n), to "
+            "split a large fleet over several checkers.", "I/N"),
     Setting("upstream.interval", parse_duration, 6 * 3600.0,
             "How often each tag is checked against its registry (jittered; the first check "
             "runs right after start-up and whenever a tag's local image changes).",
@@ -448,8 +472,12 @@ class Config:
     collector_engine_interval: float = 15.0
     collector_disk_interval: float = 300.0
     collector_disk_timeout: float = 600.0
+    collector_on_scrape: bool = False
     docker_config: str | None = None
     upstream_mode: str = "local"
+    upstream_prometheus_url: str = ""
+    upstream_references: tuple[str, ...] = ()
+    upstream_shard: str = "0/1"
     upstream_interval: float = 6 * 3600.0
     upstream_timeout: float = 10.0
     upstream_concurrency: int = 32
@@ -571,6 +599,10 @@ def build(
         values["docker_host"] = environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
     if "upstream_interval" in values and values["upstream_interval"] < 1:
         raise ConfigError("upstream.interval", "must be at least 1s")
+    if values.get("upstream_mode") == "central" and not (
+            values.get("upstream_prometheus_url") or values.get("upstream_references")):
+        raise ConfigError("upstream.prometheus_url", "central mode needs a Prometheus to ask "
+                          "or upstream.references")
     if values.get("webhook_distribution_secret") and values.get(
             "webhook_distribution_secret_file"):
         raise ConfigError("webhook.distribution.secret", "give secret or secret_file, not both")

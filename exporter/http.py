@@ -169,7 +169,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        body = encoder(self.server.exporter.registry)
+        body = self.server.exporter.render(
+            encoder, content_type.startswith("application/openmetrics-text"))
         headers = {}
         if "gzip" in self.headers.get("Accept-Encoding", ""):
             body = gzip.compress(body, compresslevel=1)

@@ -87,6 +87,7 @@ class TagState:
     upstream_config: str = ""  # config digest of upstream's manifest for this platform
     checked: float | None = None  # when a check last decided the status
     drift_since: float | None = None  # when drift was first seen; survives restarts
+    changed: float | None = None  # fleet mode: when the upstream digest last changed
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ log = logging.getLogger("exporter.state")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS drift (image TEXT PRIMARY KEY, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tags (
+    image TEXT PRIMARY KEY, digest TEXT NOT NULL, changed REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL);
 """
@@ -42,6 +44,7 @@ class StateStore:
         self._db: sqlite3.Connection | None = None
         self.drift: dict[str, float] = {}
         self.documents: dict[str, tuple[str, bytes]] = {}
+        self.tags: dict[str, tuple[str, float]] = {}
         if path:
             self._open(path)
 
@@ -57,11 +60,13 @@ class StateStore:
             self.drift = dict(db.execute("SELECT image, since FROM drift").fetchall())
             self.documents = {d: (m, bytes(b)) for d, m, b in
                               db.execute("SELECT digest, media_type, body FROM documents")}
+            self.tags = {i: (d, c) for i, d, c in
+                         db.execute("SELECT image, digest, changed FROM tags")}
             db.commit()
             self._db = db
         except (sqlite3.Error, OSError) as exc:
             log.error("state store %s unusable, keeping state in memory only: %s", path, exc)
-            self.drift, self.documents = {}, {}
+            self.drift, self.documents, self.tags = {}, {}, {}
 
     def _write(self, sql: str, *args: object) -> None:
         if self._db is None:
@@ -106,6 +111,16 @@ class StateStore:
                 self.documents[digest] = (media_type, body)
                 self._write("INSERT OR REPLACE INTO documents VALUES (?, ?, ?)",
                             digest, media_type, body)
+
+    def tag_digest(self, image: str) -> tuple[str, float] | None:
+        """Fleet mode: the digest a tag named upstream and since when."""
+        with self._lock:
+            return self.tags.get(image)
+
+    def set_tag_digest(self, image: str, digest: str, changed: float) -> None:
+        with self._lock:
+            self.tags[image] = (digest, changed)
+            self._write("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)", image, digest, changed)
 
     def close(self) -> None:
         with self._lock:

@@ -11,15 +11,19 @@ reports current and never clears drift-since.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import httpx
 
 from exporter import reference
 from exporter.config import Config
@@ -176,12 +180,14 @@ class UpstreamChecker:
 
     # -- the cycle ---------------------------------------------------------------------------
 
-    def run(self) -> UpstreamSnapshot:
+    def collect_targets(self) -> list[Target]:
         if not self.engine_source.ready.wait(ENGINE_WAIT) or self.engine_source.snapshot is None:
             raise RuntimeError("no engine snapshot yet")
         self._refresh_facts()
-        snapshot = self.engine_source.snapshot
-        current = targets(snapshot, self.include, self.exclude)
+        return targets(self.engine_source.snapshot, self.include, self.exclude)
+
+    def run(self) -> UpstreamSnapshot:
+        current = self.collect_targets()
         now = time.time()
         wanted = {t.image for t in current}
         with self._lock:
@@ -304,6 +310,7 @@ class UpstreamChecker:
             self.store.set_drift_since(t.image, now)
         elif status in ("current", "platform_unchanged"):
             self.store.clear_drift(t.image)
+        # "known" is the central checker's: a digest was read, nothing was compared.
         with self._lock:
             previous = self.states.get(t.image)
             known = status != "unknown"
@@ -331,6 +338,83 @@ class UpstreamChecker:
         self.engine.close()
 
 
+class CentralChecker(UpstreamChecker):
+    """Fleet mode: one HEAD per distinct tag for a whole fleet.
+
+    The tags come from Prometheus (every host exporter's ``docker_image_info`` with a registry
+    digest) or a static list; the result is the digest each tag names upstream and when that
+    last changed. Recording rules join it back to the hosts (alerts/fleet rules).
+    """
+
+    QUERY = 'count by (image) (docker_image_info{digest!=""})'
+
+    def __init__(self, config: Config, client: RegistryClient, store: StateStore) -> None:
+        super().__init__(config, None, None, client, store)  # type: ignore[arg-type]
+        self.shard = _parse_shard(config.upstream_shard)
+        self.http = httpx.Client(timeout=config.upstream_timeout, trust_env=False)
+
+    def discover(self) -> list[str]:
+        refs = set(self.config.upstream_references)
+        if self.config.upstream_prometheus_url:
+            try:
+                r = self.http.get(f"{self.config.upstream_prometheus_url}/api/v1/query",
+                                  params={"query": self.QUERY})
+                r.raise_for_status()
+                result = r.json()["data"]["result"]
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                raise RuntimeError(f"cannot ask Prometheus for the fleet's tags: {exc}") from exc
+            refs.update(str(item.get("metric", {}).get("image", "")) for item in result
+                        if isinstance(item, dict))
+        return sorted(r for r in refs if r)
+
+    def collect_targets(self) -> list[Target]:
+        out = []
+        index, count = self.shard
+        for text in self.discover():
+            try:
+                ref = reference.parse(text)
+            except reference.ReferenceError:
+                continue
+            short = ref.familiar()
+            if ref.tag is None or zlib.crc32(short.encode()) % count != index:
+                continue
+            if self.include and not any(p.search(short) for p in self.include):
+                continue
+            if any(p.search(short) for p in self.exclude):
+                continue
+            out.append(Target(short, ref, "", frozenset({"fleet"})))
+        return out
+
+    def _decide(self, t: Target) -> tuple[str, str, str]:
+        assert t.ref.tag is not None
+        return "current", self.client.head_digest(t.ref.domain, t.ref.path, t.ref.tag), ""
+
+    def _record(self, t: Target, status: str, reason: str, digest: str = "",
+                config_digest: str = "", retry_at: float | None = None) -> None:
+        changed = None
+        if status != "unknown":
+            known = self.store.tag_digest(t.image)
+            if known is None or known[0] != digest:
+                self.store.set_tag_digest(t.image, digest, time.time())
+        known = self.store.tag_digest(t.image)
+        changed = known[1] if known else None
+        super()._record(t, "unknown" if status == "unknown" else "known", reason, digest,
+                        config_digest, retry_at)
+        with self._lock:
+            state = self.states[t.image]
+            self.states[t.image] = dataclasses.replace(state, changed=changed)
+
+    def close(self) -> None:
+        self.http.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    index, _, count = (text or "0/1").partition("/")
+    return int(index), int(count)
+
+
 def make_source(config: Config, engine_source: Source[EngineSnapshot]
                 ) -> tuple[Source[UpstreamSnapshot], UpstreamChecker]:
     """The upstream source: wakes every minute (or interval) and checks what is due."""
@@ -345,8 +429,13 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot]
     client = RegistryClient(creds, lambda r: holder["checker"].insecure(r),
                             timeout=config.upstream_timeout,
                             connections=config.upstream_registry_concurrency)
-    engine = Engine(config.docker_host, config.docker_timeout)
-    checker = UpstreamChecker(config, engine_source, engine, client, store)
+    checker: UpstreamChecker
+    if config.upstream_mode == "central":
+        checker = CentralChecker(config, client, store)
+    else:
+        checker = UpstreamChecker(config, engine_source,
+                                  Engine(config.docker_host, config.docker_timeout), client,
+                                  store)
     holder["checker"] = checker
 
     def close() -> None:

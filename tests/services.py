@@ -107,6 +107,11 @@ class Dockerd:
         if self.proc is not None:
             _stop(self.proc, 30)
             self.proc = None
+        # A killed daemon leaves its mounts behind; lazily unmount what is under our root.
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        for target in sorted((m for m in mounts if m.startswith(str(self.root) + "/")),
+                             key=len, reverse=True):
+            subprocess.run(["umount", "-l", target], capture_output=True)
 
     def kill(self) -> None:
         """SIGKILL the daemon and its containerd, as an OOM kill of the service would."""

@@ -67,6 +67,10 @@ def recorded_sources() -> tuple[Source[EngineSnapshot], Source[DiskSnapshot],
 
 
 def registry_for_golden():
+    return build_registry(parts_for_golden())
+
+
+def parts_for_golden() -> Parts:
     engine, disk, upstream = recorded_sources()
     events = EventStream("unix:///nonexistent")
     for n, repo in enumerate(["127.0.0.1:5000/team/app", "busybox", "busybox"]):
@@ -83,8 +87,8 @@ def registry_for_golden():
     harbor: Source[HarborSnapshot] = Source("harbor", lambda: None, 3600.0)
     harbor.snapshot = HarborSnapshot((HarborRepository("harbor.example", "team", "app", 9),))
     harbor.status = Status(True, True, 0.2, 1795838000.0, "")
-    return build_registry(Parts(engine, disk, upstream, 6 * 3600.0, StateStore(None), events,
-                                hub, webhook, harbor))
+    return Parts(engine, disk, upstream, 6 * 3600.0, StateStore(None), events, hub, webhook,
+                 harbor)
 
 
 def render() -> str:
@@ -108,3 +112,18 @@ def test_recorded_state_is_what_the_golden_file_claims() -> None:
     assert job.image == "built:2" and not job.stale
     assert [i.id for i in snap.images if i.dangling] == [web.image_id]
     assert disk.snapshot.containers.reclaimable == 5000
+
+
+def test_cached_exposition_renders_the_same_bytes() -> None:
+    """The per-snapshot text cache must never change what a scrape says."""
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+    from exporter.app import build_collectors
+    from exporter.exposition import Exposition
+
+    parts = parts_for_golden()
+    registry = build_registry(parts)
+    exposition = Exposition(build_collectors(parts))
+    for _ in range(2):  # cold, then from the cache
+        assert exposition.render(generate_latest, False) == generate_latest(registry)
+        assert exposition.render(openmetrics, True) == openmetrics(registry)

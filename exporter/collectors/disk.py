@@ -29,6 +29,10 @@ class DiskCollector:
     def describe(self) -> list[Metric]:
         return []
 
+    def cache_key(self) -> tuple[object, ...]:
+        """The output changes only with these snapshots (see exporter/exposition.py)."""
+        return (self.source.snapshot,)
+
     def collect(self) -> Iterator[Metric]:
         snap = self.source.snapshot
         if snap is None:

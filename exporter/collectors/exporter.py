@@ -23,7 +23,7 @@ from exporter.state import StateStore
 
 
 class ExporterCollector:
-    def __init__(self, engine: Source[Any], sources: Sequence[Source[Any]],
+    def __init__(self, engine: Source[Any] | None, sources: Sequence[Source[Any]],
                  store: StateStore | None = None) -> None:
         self.engine = engine
         self.sources = sources
@@ -33,9 +33,10 @@ class ExporterCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
-            "docker_up", "1 when the last read of images and containers from the Docker Engine "
-            "succeeded, else 0.", value=1 if self.engine.status.success else 0)
+        if self.engine is not None:  # the fleet's central checker reads no engine
+            yield GaugeMetricFamily(
+                "docker_up", "1 when the last read of images and containers from the Docker "
+                "Engine succeeded, else 0.", value=1 if self.engine.status.success else 0)
         build = GaugeMetricFamily(
             "docker_exporter_build_info", "The exporter's version; always 1.", labels=["version"])
         build.add_metric([__version__], 1)

@@ -51,6 +51,10 @@ class UpstreamCollector:
     def describe(self) -> list[Metric]:
         return []
 
+    def cache_key(self) -> tuple[object, ...]:
+        """The output changes only with these snapshots (see exporter/exposition.py)."""
+        return (self.source.snapshot, self.engine.snapshot)
+
     def collect(self) -> Iterator[Metric]:
         snap = self.source.snapshot
         if snap is None:
@@ -103,31 +107,36 @@ class UpstreamCollector:
                 containers.add_metric([c.name, c.image], value)
         yield containers
 
-        limit = GaugeMetricFamily(
-            "docker_registry_ratelimit_limit",
-            "The registry's request quota (RateLimit-Limit header) as last answered.",
-            labels=["registry"])
-        remaining = GaugeMetricFamily(
-            "docker_registry_ratelimit_remaining",
-            "Requests left in the registry's quota (RateLimit-Remaining) as last answered.",
-            labels=["registry"])
-        for registry, lim, rem in snap.ratelimits:
-            if lim is not None:
-                limit.add_metric([registry], lim)
-            if rem is not None:
-                remaining.add_metric([registry], rem)
-        yield from (limit, remaining)
-        requests = CounterMetricFamily(
-            "docker_registry_requests",
-            "Requests sent to registries and their token servers (method TOKEN), by HTTP "
-            "status code, or timeout / error when none came back.",
-            labels=["registry", "method", "code"])
-        for (registry, method, code), count in snap.requests:
-            requests.add_metric([registry, method, code], count)
-        fallbacks = CounterMetricFamily(
-            "docker_registry_digest_fallbacks",
-            "HEADs answered without Docker-Content-Digest, so the manifest was fetched and "
-            "hashed instead.", labels=["registry"])
-        for registry, count in snap.digest_fallbacks:
-            fallbacks.add_metric([registry], count)
-        yield from (requests, fallbacks)
+        yield from registry_families(snap)
+
+
+def registry_families(snap: UpstreamSnapshot) -> Iterator[Metric]:
+    """What the registries answered: rate-limit headers, requests, digest fallbacks."""
+    limit = GaugeMetricFamily(
+        "docker_registry_ratelimit_limit",
+        "The registry's request quota (RateLimit-Limit header) as last answered.",
+        labels=["registry"])
+    remaining = GaugeMetricFamily(
+        "docker_registry_ratelimit_remaining",
+        "Requests left in the registry's quota (RateLimit-Remaining) as last answered.",
+        labels=["registry"])
+    for registry, lim, rem in snap.ratelimits:
+        if lim is not None:
+            limit.add_metric([registry], lim)
+        if rem is not None:
+            remaining.add_metric([registry], rem)
+    yield from (limit, remaining)
+    requests = CounterMetricFamily(
+        "docker_registry_requests",
+        "Requests sent to registries and their token servers (method TOKEN), by HTTP "
+        "status code, or timeout / error when none came back.",
+        labels=["registry", "method", "code"])
+    for (registry, method, code), count in snap.requests:
+        requests.add_metric([registry, method, code], count)
+    fallbacks = CounterMetricFamily(
+        "docker_registry_digest_fallbacks",
+        "HEADs answered without Docker-Content-Digest, so the manifest was fetched and "
+        "hashed instead.", labels=["registry"])
+    for registry, count in snap.digest_fallbacks:
+        fallbacks.add_metric([registry], count)
+    yield from (requests, fallbacks)
