@@ -22,13 +22,20 @@ def _hex(n: int, salt: str) -> str:
 
 class StandInEngine:
     def __init__(self, socket_path: Path, tags: int, containers: int,
-                 tags_per_image: int = 10) -> None:
+                 tags_per_image: int = 10,
+                 pulled: list[tuple[str, list[str], str]] | None = None) -> None:
+        """``pulled``: (image ID, tags, repo digest) of real images, instead of made-up ones."""
         self.socket_path = socket_path
         self.delays: dict[str, float] = {}
-        images = max(1, tags // tags_per_image)
+        images = len(pulled) if pulled else max(1, tags // tags_per_image)
         now = int(time.time())
         self.images = []
-        for i in range(images):
+        for i, (image_id, refs, digest) in enumerate(pulled or []):
+            self.images.append({
+                "Containers": -1, "Created": now, "Id": image_id, "Labels": None,
+                "ParentId": "", "RepoDigests": [digest], "RepoTags": refs, "SharedSize": -1,
+                "Size": 2_000_000 + i, "VirtualSize": 2_000_000 + i})
+        for i in range(0 if pulled else images):
             n_tags = tags_per_image if i < images - 1 else tags - tags_per_image * (images - 1)
             self.images.append({
                 "Containers": -1, "Created": now - i * 3600, "Id": f"sha256:{_hex(i, 'img')}",

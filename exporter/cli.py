@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from exporter import __version__, config, logs
+from exporter import __version__, bundle, config, logs
 from exporter.engine import Engine, EngineError
 from exporter.readers import DiskReader, EngineReader
 
@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
     sub.add_parser("report", parents=[common],
                    help="print disk usage, oldest images and stale containers, then exit")
+    bundle.add_parser(sub)
     return parser
 
 
@@ -45,6 +46,8 @@ def _flags(args: argparse.Namespace) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "bundle":
+        return bundle.run(args)
     if args.command == "check-config":
         try:
             config.build(environ={}, config_file=args.file)

@@ -75,9 +75,10 @@ class DockerHub(_StandIn):
     TOKEN = "hub-jwt-for-tests"
 
     def __init__(self, repositories: dict[str, tuple[int, int, str]],
-                 login: tuple[str, str] | None = None) -> None:
+                 login: tuple[str, str] | None = None, grow: int = 0) -> None:
         self.repositories = repositories  # "ns/name" -> (pull_count, star_count, last_updated)
         self.login = login
+        self.grow = grow  # pulls added per read, as a busy repository would have
         self.remaining = 180
         super().__init__()
 
@@ -97,6 +98,7 @@ class DockerHub(_StandIn):
             return h.reply(404, {"message": "object not found"})
         pulls, stars, updated = self.repositories[f"{m.group(1)}/{m.group(2)}"]
         self.remaining -= 1
+        pulls += self.grow * sum(self.requests.values())
         h.reply(200, {
             "name": m.group(2), "namespace": m.group(1), "repository_type": "image",
             "status": 1, "status_description": "active", "description": "", "is_private": False,
@@ -111,9 +113,11 @@ class DockerHub(_StandIn):
 class Harbor(_StandIn):
     """GET /api/v2.0/projects/{project}/repositories?page=&page_size= with Basic auth."""
 
-    def __init__(self, projects: dict[str, dict[str, int]], login: tuple[str, str]) -> None:
+    def __init__(self, projects: dict[str, dict[str, int]], login: tuple[str, str],
+                 grow: int = 0) -> None:
         self.projects = projects  # project -> {repository: pull_count}
         self.login = login
+        self.grow = grow  # pulls added per read
         super().__init__()
 
     def get(self, h) -> None:
@@ -131,7 +135,9 @@ class Harbor(_StandIn):
         names = sorted(self.projects[project])
         chunk = names[(page - 1) * size: page * size]
         items = [{"id": i, "name": f"{project}/{n}", "project_id": 1, "description": "",
-                  "artifact_count": 1, "pull_count": self.projects[project][n],
+                  "artifact_count": 1,
+                  "pull_count": self.projects[project][n] + self.grow * sum(
+                      self.requests.values()),
                   "creation_time": "2026-01-01T00:00:00.000Z",
                   "update_time": "2026-01-02T00:00:00.000Z"} for i, n in enumerate(chunk)]
         headers = {"X-Total-Count": str(len(names))}

@@ -1,0 +1,201 @@
+"""The alert rules: promtool accepts them and their unit tests pass, each alert is labelled,
+annotated, runbooked, unit-tested firing and silent, and the README's table says the same.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.bundle import DEFAULT_JOB_MATCHER, RUNBOOK_URL
+from tests.promql import ALERTS, DASHBOARDS, ROOT, dashboards, rule_files, scan, targets
+from tests.promql import unit_test_files as promtool_test_files
+from tests.services import need
+
+SEVERITIES = {"critical", "warning", "info"}
+NODE_JOB = ("=~", ".*node.*")
+README = (ROOT / "README.md").read_text()
+
+
+def groups() -> list[tuple[Path, dict[str, Any]]]:
+    return [(f, g) for f in rule_files() for g in yaml.safe_load(f.read_text())["groups"]]
+
+
+def rules() -> list[dict[str, Any]]:
+    return [r for _, g in groups() for r in g["rules"]]
+
+
+def alerts() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for r in rules():
+        if "alert" in r:
+            assert r["alert"] not in found, f"alert {r['alert']} defined twice"
+            found[r["alert"]] = r
+    return found
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ALERTS)
+
+
+def test_layout() -> None:
+    assert len(rule_files()) >= 5 and len(promtool_test_files()) >= 5
+    assert len(alerts()) >= 18
+    # The repository's top-level directories are the packaged ones, not copies.
+    assert (ROOT / "alerts").is_symlink() and (ROOT / "alerts").resolve() == ALERTS
+    assert (ROOT / "dashboards").is_symlink() and (ROOT / "dashboards").resolve() == DASHBOARDS
+
+
+def test_promtool_check_rules() -> None:
+    result = run(need("promtool"), "check", "rules", "--lint=all", "--lint-fatal",
+                 *map(str, rule_files()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == len(rule_files()), result.stdout
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = run(need("promtool"), "test", "rules", *map(str, promtool_test_files()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAILED" not in result.stdout + result.stderr
+
+
+def test_every_rule_file_is_unit_tested() -> None:
+    tested = set()
+    for f in promtool_test_files():
+        for rule_file in yaml.safe_load(f.read_text())["rule_files"]:
+            path = (f.parent / rule_file).resolve()
+            assert path.exists(), f"{f.name}: {rule_file} does not exist"
+            tested.add(path)
+    assert tested == {f.resolve() for f in rule_files()}
+
+
+def test_groups_one_per_file_and_names() -> None:
+    names = [g["name"] for _, g in groups()]
+    assert len(names) == len(set(names)) == len(rule_files()), names
+    for f, g in groups():
+        assert g["name"] == "docker-hygiene-" + f.name.removesuffix(".rules.yml"), f.name
+
+
+def test_alerts_are_labelled_and_annotated() -> None:
+    for name, rule in alerts().items():
+        assert re.fullmatch(r"DockerHygiene[A-Z][A-Za-z0-9]+", name), name
+        assert rule.get("labels", {}).get("severity") in SEVERITIES, name
+        notes = rule.get("annotations", {})
+        assert set(notes) >= {"summary", "description", "runbook_url"}, name
+        summary = notes["summary"].strip()
+        # One sentence: a capital, one full stop at the end, and none inside.
+        assert re.fullmatch(r"[A-Z][^.!?]*[.!?]", summary), f"{name}: summary {summary!r}"
+        # The description names what to fix: it is templated with labels.
+        assert re.search(r"\{\{ *\$labels\.(instance|host)", notes["description"]), name
+        assert notes["runbook_url"] == f"{RUNBOOK_URL}#{name.lower()}", name
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """Heading anchors as GitHub renders them."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", markdown, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
+
+
+def test_runbook_has_a_section_for_every_alert_and_no_other() -> None:
+    runbook = (ALERTS / "runbook.md").read_text()
+    anchors = github_anchors(runbook)
+    assert RUNBOOK_URL.endswith("/" + str((ALERTS / "runbook.md").relative_to(ROOT)))
+    for name, rule in alerts().items():
+        anchor = rule["annotations"]["runbook_url"].partition("#")[2]
+        assert anchor in anchors, f"{name}: runbook.md has no section #{anchor}"
+    sections = set(re.findall(r"^## (\S+)$", runbook, flags=re.M))
+    assert sections == set(alerts()), sections ^ set(alerts())
+    # Each section says what to check and what fixes it.
+    for block in runbook.split("\n## ")[1:]:
+        assert "**Check.**" in block and "**Fix.**" in block, block.splitlines()[0]
+
+
+def test_every_alert_is_unit_tested_firing_and_silent() -> None:
+    firing: dict[str, list[str]] = {}
+    silent: dict[str, list[str]] = {}
+    severity = {name: r["labels"]["severity"] for name, r in alerts().items()}
+    for f in promtool_test_files():
+        for case in yaml.safe_load(f.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                name = check["alertname"]
+                assert name in severity, f"{f.name}: tests unknown alert {name}"
+                if check.get("exp_alerts"):
+                    firing.setdefault(name, []).append(f.name)
+                    for exp in check["exp_alerts"]:
+                        assert exp["exp_labels"]["severity"] == severity[name], (f.name, name)
+                        assert "description" in exp.get("exp_annotations", {}), (f.name, name)
+                else:
+                    silent.setdefault(name, []).append(f.name)
+    assert set(severity) - set(firing) == set(), "alerts never shown firing"
+    assert set(severity) - set(silent) == set(), "alerts never shown silent"
+
+
+def test_every_selector_names_its_job() -> None:
+    """`bundle --job-matcher` swaps one text: every selector of the exporter must carry it."""
+    job = DEFAULT_JOB_MATCHER.split("=~")[1].strip('"')
+    for rule in rules():
+        name = rule.get("alert") or rule["record"]
+        for sel in scan(rule["expr"])[0]:
+            if ":" in sel.name:
+                continue  # a recording rule's output: already selected
+            want = NODE_JOB if sel.name.startswith("node_") else ("=~", job)
+            assert sel.matchers.get("job") == want, f"{name}: {sel.name} {sel.matchers}"
+
+
+def test_recording_rules_are_used() -> None:
+    exprs = [r["expr"] for r in rules()]
+    exprs += [t.expr for n, d in dashboards().items() for t in targets(n, d)]
+    for record in {r["record"] for r in rules() if "record" in r}:
+        uses = [e for e in exprs if record in {s.name for s in scan(e)[0]}]
+        assert uses, f"recording rule {record} is used by no alert or dashboard"
+
+
+def readme_alert_table() -> dict[str, tuple[str, str, str]]:
+    start = README.index("<!-- alerts-table:")
+    lines = README[start:].splitlines()[1:]
+    assert lines[0].startswith("| Alert | Severity | Threshold | Meaning |"), lines[0]
+    rows = {}
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = re.fullmatch(r"`(\w+)`", cells[0])
+        assert name, line
+        assert name.group(1) not in rows, f"{name.group(1)} listed twice"
+        rows[name.group(1)] = (cells[1], cells[2], cells[3])
+    return rows
+
+
+def test_readme_alert_table_equals_rules() -> None:
+    assert README.index("## Alerts and dashboards") < README.index("<!-- alerts-table:") \
+        < README.index("## Development")
+    table = readme_alert_table()
+    assert set(table) == set(alerts()), set(table) ^ set(alerts())
+    for name, (severity, threshold, meaning) in table.items():
+        assert severity == alerts()[name]["labels"]["severity"], name
+        assert threshold and meaning, name
+
+
+@pytest.mark.parametrize(("labels", "receiver"), [
+    (("severity=critical", "alertname=DockerHygieneEngineDown"), "pager"),
+    (("severity=warning", "alertname=DockerHygieneContainerDrifted"), "tickets"),
+    (("severity=info", "alertname=DockerHygienePullSurge"), "not-routed"),
+])
+def test_alertmanager_example_routes_by_severity(labels: tuple[str, ...],
+                                                 receiver: str) -> None:
+    amtool = need("amtool")
+    config = str(ALERTS / "alertmanager.example.yml")
+    check = run(amtool, "check-config", config)
+    assert check.returncode == 0, check.stdout + check.stderr
+    routed = run(amtool, "config", "routes", "test", "--config.file", config, *labels)
+    assert routed.returncode == 0, routed.stdout + routed.stderr
+    assert routed.stdout.split() == [receiver]
+    assert yaml.safe_load(Path(config).read_text())["receivers"][0] == {"name": "not-routed"}

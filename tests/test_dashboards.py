@@ -1,0 +1,209 @@
+"""The Grafana dashboards follow the conventions that make them provisionable and reusable.
+
+Grafana is not installable here, so each convention is a lint below; every lint is also run
+on a broken example to show it can fail. Their queries run against a real Prometheus in
+tests/test_bundle_prometheus.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.promql import DASHBOARDS, Target, dashboards, panels, scan, substitute, targets
+from tests.services import need
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+UIDS = {"host-overview.json": "docker-hygiene-host", "fleet.json": "docker-hygiene-fleet",
+        "registry-pulls.json": "docker-hygiene-registry-pulls"}
+# What the issue asks each dashboard to show, by words in its panel titles.
+REQUIRED_PANELS = {
+    "host-overview.json": ["Disk usage by kind", "Reclaimable by kind", "Top images by size",
+                           "Oldest images", "Oldest containers", "Dangling images",
+                           "Stale containers", "Drifted containers", "Pull rates"],
+    "fleet.json": ["Hosts wasting most disk", "Images drifted on most hosts",
+                   "Registry rate-limit budget", "Upstream check failures"],
+    "registry-pulls.json": ["Docker Hub pulls", "Registry pulls", "Harbor pulls"],
+}
+
+
+def lint_target(t: Target) -> list[str]:
+    """Problems of one query: unfiltered selectors, fixed ranges."""
+    where = f"{t.dashboard} / {t.panel} / {t.ref}"
+    if not t.expr.strip():
+        return [f"{where}: empty query"]
+    problems = []
+    selectors, ranges = scan(t.expr)
+    if not selectors:
+        problems.append(f"{where}: selects no metric")
+    for sel in selectors:
+        for label, var in (("job", "$job"), ("instance", "$instance")):
+            if sel.matchers.get(label) != ("=~", var):
+                problems.append(f'{where}: {sel.name or "{}"} lacks {label}=~"{var}"')
+    for r in ranges:
+        allowed = {"$__rate_interval", "$__range"} if t.instant else {"$__rate_interval"}
+        if r not in allowed:
+            problems.append(f"{where}: range [{r}] instead of [$__rate_interval]"
+                            + (" or [$__range]" if t.instant else ""))
+    return problems
+
+
+def lint_dashboard(name: str, d: dict[str, Any]) -> list[str]:
+    """Problems of one dashboard: provisioning, variables, panels, layout, every query."""
+    problems = []
+    text = json.dumps(d)
+    if "__inputs" in d or "${DS_" in text:
+        problems.append(f"{name}: exported for sharing (__inputs / ${{DS_...}}), "
+                        "not provisionable")
+    if not re.fullmatch(r"docker-hygiene-[a-z-]+", str(d.get("uid"))) or len(d["uid"]) > 40:
+        problems.append(f"{name}: uid {d.get('uid')!r} is not a fixed docker-hygiene-* uid")
+    if d.get("id") is not None:
+        problems.append(f"{name}: id must be null (Grafana assigns it)")
+    if "docker-hygiene" not in d.get("tags", []):
+        problems.append(f"{name}: not tagged docker-hygiene")
+    if d.get("timezone") != "utc":
+        problems.append(f"{name}: timezone {d.get('timezone')!r}, not utc")
+    variables = {v.get("name"): v for v in d.get("templating", {}).get("list", [])}
+    ds = variables.get("datasource", {})
+    if ds.get("type") != "datasource" or ds.get("query") != "prometheus":
+        problems.append(f"{name}: no datasource variable of type prometheus")
+    for var in ("job", "instance"):
+        v = variables.get(var, {})
+        query = v.get("query", {})
+        query = query.get("query", "") if isinstance(query, dict) else query
+        if v.get("type") != "query" or v.get("datasource") != DS or "label_values" not in query:
+            problems.append(f"{name}: variable {var} is not a label_values query on "
+                            "${datasource}")
+        if var == "instance" and 'job=~"$job"' not in query:
+            problems.append(f"{name}: variable instance is not filtered by $job")
+    ids, cells = set(), set()
+    for panel in panels(d):
+        title = panel.get("title", "")
+        if panel.get("id") in ids:
+            problems.append(f"{name}: panel id {panel.get('id')} used twice")
+        ids.add(panel.get("id"))
+        pos = panel.get("gridPos", {})
+        if pos.get("x", 0) + pos.get("w", 0) > 24 or not pos.get("w") or not pos.get("h"):
+            problems.append(f"{name} / {title}: gridPos {pos} outside the 24 columns")
+        for x in range(pos.get("x", 0), pos.get("x", 0) + pos.get("w", 0)):
+            for y in range(pos.get("y", 0), pos.get("y", 0) + pos.get("h", 0)):
+                if (x, y) in cells:
+                    problems.append(f"{name} / {title}: overlaps another panel at {x},{y}")
+                    break
+                cells.add((x, y))
+        if panel.get("type") == "row":
+            continue
+        if panel.get("datasource") != DS:
+            problems.append(f"{name} / {title}: datasource is not the $datasource variable")
+        refs = [t.get("refId") for t in panel.get("targets", [])]
+        if not refs or len(refs) != len(set(refs)) or None in refs:
+            problems.append(f"{name} / {title}: targets missing or refIds not unique")
+        for t in panel.get("targets", []):
+            if t.get("datasource", DS) != DS:
+                problems.append(f"{name} / {title}: a target names another datasource")
+    for t in targets(name, d):
+        problems.extend(lint_target(t))
+    return problems
+
+
+@pytest.fixture(scope="module")
+def all_dashboards() -> dict[str, dict[str, Any]]:
+    return dashboards()
+
+
+def test_dashboards_are_the_three_with_fixed_uids(all_dashboards: dict) -> None:
+    assert {n: d["uid"] for n, d in all_dashboards.items()} == UIDS
+    for path in DASHBOARDS.glob("*.json"):
+        json.loads(path.read_text())  # valid JSON, whatever the above found
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_dashboard_lint(all_dashboards: dict, name: str) -> None:
+    assert lint_dashboard(name, all_dashboards[name]) == []
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_dashboard_shows_what_the_issue_asks(all_dashboards: dict, name: str) -> None:
+    titles = [p.get("title", "") for p in panels(all_dashboards[name])]
+    for wanted in REQUIRED_PANELS[name]:
+        assert any(wanted.lower() in t.lower() for t in titles), f"{name}: no {wanted} panel"
+
+
+def test_every_query_parses(tmp_path: Path, all_dashboards: dict) -> None:
+    """promtool parses each query (variables filled in) as a recording rule's expression."""
+    rules = [{"record": f"dashboard_query_{i}", "expr": substitute(t.expr)}
+             for i, t in enumerate(t for n, d in all_dashboards.items() for t in targets(n, d))]
+    assert len(rules) > 40
+    f = tmp_path / "dashboard-queries.yml"
+    f.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run([need("promtool"), "check", "rules", str(f)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_provisioning_files() -> None:
+    prov = DASHBOARDS / "provisioning"
+    sources = yaml.safe_load((prov / "datasources" / "docker-hygiene.yml").read_text())
+    assert sources["apiVersion"] == 1
+    assert [s["type"] for s in sources["datasources"]] == ["prometheus"]
+    providers = yaml.safe_load((prov / "dashboards" / "docker-hygiene.yml").read_text())
+    assert providers["apiVersion"] == 1
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    # The path the bundle command's output is documented to go to.
+    assert provider["options"]["path"].endswith("/bundle/dashboards")
+
+
+# -- the lints can fail ------------------------------------------------------------------
+
+def _target(expr: str, instant: bool = False) -> Target:
+    return Target("x.json", "panel", "A", expr, instant)
+
+
+@pytest.mark.parametrize(("expr", "instant", "problem"), [
+    ('docker_up{job=~"$job"}', False, 'docker_up lacks instance=~"$instance"'),
+    ('docker_up{instance=~"$instance"}', False, 'docker_up lacks job=~"$job"'),
+    ("sum(docker_disk_usage_bytes)", False, "docker_disk_usage_bytes lacks job"),
+    ('docker_up{job="x", instance=~"$instance"}', False, "lacks job"),
+    ('rate(docker_registry_requests_total{job=~"$job", instance=~"$instance"}[5m])', False,
+     "range [5m]"),
+    ('increase(docker_image_pulls_total{job=~"$job", instance=~"$instance"}[$__range])',
+     False, "range [$__range]"),
+    ('docker_up{job=~"$job", instance=~"$instance"} / on (instance) up', False,
+     "up lacks job"),
+    ("vector(1)", False, "selects no metric"),
+])
+def test_target_lint_catches(expr: str, instant: bool, problem: str) -> None:
+    assert any(problem in p for p in lint_target(_target(expr, instant))), \
+        lint_target(_target(expr, instant))
+
+
+def test_target_lint_accepts_instant_range_and_grouping() -> None:
+    expr = ('topk(10, sum by (repository) (increase(docker_hub_repository_pulls_total'
+            '{job=~"$job", instance=~"$instance"}[$__range])))')
+    assert lint_target(_target(expr, instant=True)) == []
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda d: d.update(__inputs=[{"name": "DS_PROMETHEUS"}]), "not provisionable"),
+    (lambda d: d.update(uid=None), "not a fixed"),
+    (lambda d: d.update(timezone="browser"), "not utc"),
+    (lambda d: d.update(tags=[]), "not tagged"),
+    (lambda d: d["templating"]["list"].pop(0), "no datasource variable"),
+    (lambda d: d["panels"][1].update(datasource={"type": "prometheus", "uid": "abc"}),
+     "datasource is not the $datasource variable"),
+    (lambda d: d["panels"][2].update(gridPos=dict(d["panels"][1]["gridPos"])), "overlaps"),
+    (lambda d: d["panels"][2].update(id=d["panels"][1]["id"]), "used twice"),
+])
+def test_dashboard_lint_catches(all_dashboards: dict, change: Any, problem: str) -> None:
+    broken = copy.deepcopy(all_dashboards["host-overview.json"])
+    change(broken)
+    found = lint_dashboard("host-overview.json", broken)
+    assert any(problem in p for p in found), found
