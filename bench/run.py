@@ -11,6 +11,7 @@
 3. One upstream check cycle of 1,000 distinct tags against the real registry behind a proxy
    that adds 20 ms per request (a registry across a network), default concurrency beside
    concurrency 1, with the requests counted at the registry and the token server.
+4. Fleet: 20 exporters watching the same 200 tags, with and without fleet mode.
 """
 
 from __future__ import annotations
@@ -124,6 +125,13 @@ HEADER = ("| engine | tags | containers | ours median ms | ours p99 ms | on-scra
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+def fleet_rows(hosts: int, tags: int) -> list[str]:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "fleet.py"), "--hosts",
+                          str(hosts), "--tags", str(tags)],
+                         capture_output=True, text=True, check=True, timeout=3600)
+    return [line for line in out.stdout.splitlines() if line.startswith("| ")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -141,6 +149,7 @@ def main() -> None:
         scrape = scrape_rows(sizes, scrapes, t)
         slow = slow_engine_rows(t, scrapes)
     upstream = upstream_rows(upstream_tags)
+    fleet = fleet_rows(*((4, 40) if args.quick else (20, 200)))
     text = f"""# Benchmarks
 
 Written by `bench/run.py` on {datetime.date.today().isoformat()}: {os.cpu_count()} cores
@@ -176,6 +185,17 @@ includes one 401 that teaches the exporter the registry's auth challenge.
 | run | cycle s | HEAD | GET | token requests | drifted |
 |---|---|---|---|---|---|
 {chr(10).join(upstream)}
+
+## 4. Fleet: many exporters watching the same tags
+
+Stand-in engines serving the same images, whose tags and digests are real ones in a real
+registry. Without fleet mode every exporter checks its own tags; with it the hosts run
+`--upstream.mode=off` and one central checker checks each distinct tag once. HEADs counted
+at the registry for one cycle of every exporter.
+
+| set-up | distinct tags | HEAD requests | per distinct tag |
+|---|---|---|---|
+{chr(10).join(fleet)}
 """
     Path(args.output).write_text(text)
     print(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -144,6 +145,11 @@ class Exporter:
             source.start(self._stop)
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Signal every loop, give them ``timeout`` in all, and close the state store (every
+        write is already committed; closing makes sure nothing is half-written)."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for source in self.sources:
-            source.join(timeout)
+            source.join(max(0.0, deadline - time.monotonic()))
+        if self.parts.store is not None:
+            self.parts.store.close()

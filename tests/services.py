@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,6 +259,71 @@ class ExporterProcess:
             m = self.scrape()
             return m if check(m) else None
         return wait_for(attempt, timeout, what, interval=0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
+class Prometheus:
+    """The prometheus binary on a loopback port, with its own TSDB directory."""
+
+    def __init__(self, root: Path, targets: list[str], rules: list[Path],
+                 job: str = "docker-hygiene") -> None:
+        self.root = root
+        self.job = job
+        self.port = free_port()
+        self.targets = targets
+        self.rules = rules
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Prometheus:
+        binary = need("prometheus")
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
+                       "evaluation_interval": "1s"},
+            "rule_files": [str(r) for r in self.rules],
+            "scrape_configs": [{"job_name": self.job,
+                                "static_configs": [{"targets": self.targets}]}],
+        }))
+        log = open(self.root / "prometheus.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={self.root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=log, stderr=log, start_new_session=True, cwd=self.root)
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError("prometheus exited:\n" + self.log()[-3000:])
+            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+
+        try:
+            wait_for(ready, 30, "prometheus to be ready")
+        except (TimeoutError, RuntimeError) as exc:
+            self.stop()
+            raise RuntimeError(f"prometheus did not start: {exc}\n{self.log()[-3000:]}") \
+                from None
+        return self
+
+    def log(self) -> str:
+        return (self.root / "prometheus.log").read_text(errors="replace")
+
+    def api(self, path: str, **params: str) -> dict:
+        r = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=30)
+        body = r.json()
+        if body.get("status") != "success":
+            raise AssertionError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        return self.api("query", query=expr)["result"]
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ import yaml
 
 from tests.promql import dashboards, rule_files, scan, substitute, targets
 from tests.registries import FaultProxy, access_log
-from tests.services import Dockerd, ExporterProcess, Registry, _stop, free_port, need, wait_for
+from tests.services import Dockerd, ExporterProcess, Prometheus, Registry, wait_for
 from tests.standins import DockerHub, Harbor
 from tests.test_upstream import publish_elsewhere, push_version
 
@@ -38,69 +37,6 @@ SECRET = "Bearer bundle-test-secret"
 # Panels that only ever show a problem: empty when all is well, which the state built here
 # cannot make otherwise without breaking the exporter.
 PROBLEM_ONLY_PANELS = {("fleet.json", "Collectors failing")}
-
-
-class Prometheus:
-    """The prometheus binary on a loopback port, with its own TSDB directory."""
-
-    def __init__(self, root: Path, targets: list[str], rules: list[Path]) -> None:
-        self.root = root
-        self.port = free_port()
-        self.targets = targets
-        self.rules = rules
-        self.proc: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Prometheus:
-        binary = need("prometheus")
-        self.root.mkdir(parents=True, exist_ok=True)
-        config = self.root / "prometheus.yml"
-        config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
-                       "evaluation_interval": "1s"},
-            "rule_files": [str(r) for r in self.rules],
-            "scrape_configs": [{"job_name": JOB,
-                                "static_configs": [{"targets": self.targets}]}],
-        }))
-        log = open(self.root / "prometheus.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={self.root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=log, stderr=log, start_new_session=True, cwd=self.root)
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError("prometheus exited:\n" + self.log()[-3000:])
-            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
-
-        try:
-            wait_for(ready, 30, "prometheus to be ready")
-        except (TimeoutError, RuntimeError) as exc:
-            self.stop()
-            raise RuntimeError(f"prometheus did not start: {exc}\n{self.log()[-3000:]}") \
-                from None
-        return self
-
-    def log(self) -> str:
-        return (self.root / "prometheus.log").read_text(errors="replace")
-
-    def api(self, path: str, **params: str) -> dict[str, Any]:
-        r = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=30)
-        body = r.json()
-        if body.get("status") != "success":
-            raise AssertionError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        return self.api("query", query=expr)["result"]
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-            self.proc = None
 
 
 def load_old_image(d: Dockerd, tag: str, created: str, work: Path) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.promql import ALERTS
 from tests.registries import access_log
-from tests.services import Dockerd, Registry
+from tests.services import Dockerd, Prometheus, Registry, wait_for
 from tests.test_upstream import publish_elsewhere, push_version
 
 
@@ -67,3 +68,63 @@ def test_shards_split_the_tags(registry: Registry, exporter_factory, tmp_path: P
                                              collector="upstream") == 1)
         seen.append({lb["image"] for lb, _ in m.select("docker_registry_tag_digest_info")})
     assert seen[0] | seen[1] == set(refs) and not seen[0] & seen[1]
+
+
+def test_fleet_alert_fires_for_the_hosts_still_on_the_old_digest(
+        registry: Registry, dockerd: Dockerd, exporter_factory, tmp_path: Path,
+        tmp_path_factory) -> None:
+    """Two hosts (two dockerds) in off mode, one central checker asking a real Prometheus."""
+    rules = (ALERTS / "fleet.rules.yml").read_text()
+    assert "> 7 * 86400" in rules
+    (tmp_path / "fleet.rules.yml").write_text(rules.replace("> 7 * 86400", "> 0"))
+    ref = f"{registry.address}/hygiene/fleet-e2e:1"
+    push_version(dockerd, ref, "fleet one")
+    other = Dockerd(Path(tmp_path_factory.mktemp("fleet-host-b", numbered=True))).start()
+    hosts = {"a": dockerd, "b": other}
+    try:
+        for name, d in hosts.items():
+            if name == "a":
+                d.cli("rmi", ref)
+            d.cli("pull", ref)
+            d.cli("run", "-d", "--name", f"hygiene-fleet-{name}", "--network", "none", ref,
+                  "/bin/busybox", "sleep", "3600")
+        exporters = {name: exporter_factory("--docker.host", d.host, "--upstream.mode", "off",
+                                            "--collector.engine.interval", "1s")
+                     for name, d in hosts.items()}
+        prom = Prometheus(tmp_path / "prometheus", [], [tmp_path / "fleet.rules.yml"])
+        central = exporter_factory("--docker.host", f"unix://{tmp_path}/none.sock",
+                                   "--upstream.mode", "central", "--upstream.prometheus-url",
+                                   prom.url, "--upstream.interval", "2s",
+                                   "--upstream.include", f"^{registry.address}/hygiene/fleet-e2e")
+        prom.targets = [e.url.removeprefix("http://") for e in (*exporters.values(), central)]
+        prom.start()
+        try:
+            instance = {n: e.url.removeprefix("http://") for n, e in exporters.items()}
+            wait_for(lambda: prom.query(f'docker_registry_tag_digest_info{{image="{ref}"}}'),
+                     60, "the checker to learn the tag from Prometheus and read its digest")
+            time.sleep(3)
+            assert prom.query(f'image:docker_fleet_drift{{image="{ref}"}}') == []
+
+            # The tag moves on: host b pulls it again, host a does not.
+            publish_elsewhere(dockerd, ref, "fleet two")
+            other.cli("pull", ref)
+
+            def firing() -> set[str]:
+                alerts = prom.query('ALERTS{alertname="DockerHygieneFleetContainerDrifted",'
+                                    'alertstate="firing"}')
+                return {a["metric"]["instance"] for a in alerts
+                        if a["metric"]["image"] == ref}
+
+            wait_for(lambda: firing() == {instance["a"]}, 60, "the alert for host a only")
+            time.sleep(3)
+            assert firing() == {instance["a"]}
+            m = central.scrape()
+            assert m.get("docker_registry_requests_total", registry=registry.address,
+                         method="HEAD", code="200") >= 2
+        finally:
+            prom.stop()
+    finally:
+        for name, d in hosts.items():
+            d.cli("rm", "-f", f"hygiene-fleet-{name}", check=False)
+        other.stop()
+        dockerd.cli("pull", ref)
