@@ -179,8 +179,9 @@ Stand-in engine, 2,000 tags and 500 containers, both collectors refreshing every
 
 Real CNCF Distribution with bearer-token auth (our token server), 20 repositories, behind a
 proxy that adds 20 ms to every exporter request. Requests counted at the registry (access
-log, the exporter's User-Agent) and at the token server. The first row of each start-up
-includes one 401 that teaches the exporter the registry's auth challenge.
+log, the exporter's User-Agent) and at the token server. Each start-up also sends one
+`GET /v2/`, which teaches the exporter the registry's auth challenge (not counted below).
+The changed tags all moved to one new image, so its manifest is fetched once for the cycle.
 
 | run | cycle s | HEAD | GET | token requests | drifted |
 |---|---|---|---|---|---|

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from exporter.credentials import Credentials
+
 ENV_PREFIX = "DOCKER_HYGIENE_"
 DEFAULT_PORT = 10221
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -155,18 +157,7 @@ def _platform(value: Any) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class RegistryAuth:
-    """Credentials for one registry from the exporter's config; the password never shows."""
-
-    username: str
-    password: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return f"RegistryAuth(username={self.username!r}, password=<masked>)"
-
-
-def _registries(value: Any) -> tuple[tuple[str, RegistryAuth], ...]:
+def _registries(value: Any) -> tuple[tuple[str, Credentials], ...]:
     if not isinstance(value, Mapping):
         raise ValueError("must map registry hosts to {username, password or password_file}")
     out = []
@@ -195,11 +186,11 @@ def _registries(value: Any) -> tuple[tuple[str, RegistryAuth], ...]:
             password = entry["password"]
             if not isinstance(password, str):
                 raise ValueError(f"{host}.password: must be a string")
-        out.append((host, RegistryAuth(user, password)))
+        out.append((host, Credentials(user, password)))
     return tuple(out)
 
 
-def _show_registries(value: tuple[tuple[str, RegistryAuth], ...]) -> str:
+def _show_registries(value: tuple[tuple[str, Credentials], ...]) -> str:
     return ", ".join(f"{host} (user {auth.username}, password <masked>)" for host, auth in value)
 
 
@@ -487,7 +478,7 @@ class Config:
     upstream_insecure_registries: tuple[str, ...] = ()
     upstream_platform: str = ""
     state_path: str | None = None
-    registries: tuple[tuple[str, RegistryAuth], ...] = ()
+    registries: tuple[tuple[str, Credentials], ...] = ()
     events_enabled: bool = True
     hub_enabled: bool = True
     hub_url: str = "https://hub.docker.com"

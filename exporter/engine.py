@@ -72,23 +72,22 @@ class Engine:
         """GET /containers/json?all=1."""
         return self._call("containers", all=True) or []
 
-    def inspect_image(self, image_id: str) -> dict[str, Any] | None:
-        """GET /images/{id}/json, or None when the image went away meanwhile."""
+    def _inspect(self, method: str, object_id: str) -> dict[str, Any] | None:
+        """An inspect call, or None when the object went away meanwhile."""
         try:
-            return self._call("inspect_image", image_id)
+            return self._call(method, object_id)
         except EngineError as exc:
             if isinstance(exc.__cause__, docker.errors.NotFound):
                 return None
             raise
 
+    def inspect_image(self, image_id: str) -> dict[str, Any] | None:
+        """GET /images/{id}/json."""
+        return self._inspect("inspect_image", image_id)
+
     def inspect_container(self, container_id: str) -> dict[str, Any] | None:
-        """GET /containers/{id}/json, or None when the container went away meanwhile."""
-        try:
-            return self._call("inspect_container", container_id)
-        except EngineError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
-                return None
-            raise
+        """GET /containers/{id}/json."""
+        return self._inspect("inspect_container", container_id)
 
     def info(self) -> dict[str, Any]:
         """GET /info: the daemon's registry configuration (insecure registries)."""

@@ -312,19 +312,24 @@ class RegistryClient:
     # -- requests ----------------------------------------------------------------------------
 
     def _request(self, registry: str, method: str, path: str, repository: str) -> httpx.Response:
-        if registry in self._contacted:
-            return self._request_once(registry, method, path, repository)
-        # The first request to a registry learns its auth challenge; the others wait for it
-        # instead of each collecting a 401 of their own.
-        with self._lock:
-            first = self._first_contact.setdefault(registry, threading.Lock())
-        with first:
-            if registry in self._contacted:
-                return self._request_once(registry, method, path, repository)
-            try:
-                return self._request_once(registry, method, path, repository)
-            finally:
-                self._contacted.add(registry)
+        if registry not in self._contacted:
+            # Learn the registry's scheme and auth challenge once, from GET /v2/ as docker
+            # does; the others wait for it instead of each collecting a 401 of their own.
+            with self._lock:
+                first = self._first_contact.setdefault(registry, threading.Lock())
+            with first:
+                if registry not in self._contacted:
+                    try:
+                        self._ping(registry)
+                    finally:
+                        self._contacted.add(registry)
+        return self._request_once(registry, method, path, repository)
+
+    def _ping(self, registry: str) -> None:
+        response = self._send(registry, "GET", "/v2/", {})
+        challenge = response.headers.get("www-authenticate")
+        if response.status_code == 401 and challenge:
+            self._challenges[registry] = parse_challenge(challenge)
 
     def _request_once(self, registry: str, method: str, path: str,
                       repository: str) -> httpx.Response:

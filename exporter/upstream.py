@@ -125,6 +125,7 @@ class UpstreamChecker:
         self.states: dict[str, TagState] = {}
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        self._fetching: dict[str, threading.Lock] = {}
         self._health: dict[str, _RegistryHealth] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(config.upstream_concurrency,
@@ -268,11 +269,17 @@ class UpstreamChecker:
             return health.blocked_until
 
     def _fetch(self, t: Target, digest: str) -> Manifest:
-        cached = self.store.document(digest)
-        if cached:
-            return Manifest(digest, cached[0], cached[1])
-        manifest = self.client.get_manifest(t.ref.domain, t.ref.path, digest)
-        self.store.put_document(digest, manifest.media_type, manifest.body)
+        """A manifest by digest, fetched once however many checks want it at the same time."""
+        with self._lock:
+            lock = self._fetching.setdefault(digest, threading.Lock())
+        with lock:
+            cached = self.store.document(digest)
+            if cached:
+                return Manifest(digest, cached[0], cached[1])
+            manifest = self.client.get_manifest(t.ref.domain, t.ref.path, digest)
+            self.store.put_document(digest, manifest.media_type, manifest.body)
+        with self._lock:
+            self._fetching.pop(digest, None)
         return manifest
 
     def _decide(self, t: Target) -> tuple[str, str, str]:
@@ -418,12 +425,11 @@ def _parse_shard(text: str) -> tuple[int, int]:
 def make_source(config: Config, engine_source: Source[EngineSnapshot]
                 ) -> tuple[Source[UpstreamSnapshot], UpstreamChecker]:
     """The upstream source: wakes every minute (or interval) and checks what is due."""
-    from exporter.credentials import Credentials, CredentialStore, default_docker_config
+    from exporter.credentials import CredentialStore, default_docker_config
     from exporter.state import default_path
 
     store = StateStore(config.state_path or default_path())
-    creds = CredentialStore({h: Credentials(a.username, a.password)
-                             for h, a in config.registries},
+    creds = CredentialStore(dict(config.registries),
                             config.docker_config or default_docker_config())
     holder: dict[str, UpstreamChecker] = {}
     client = RegistryClient(creds, lambda r: holder["checker"].insecure(r),

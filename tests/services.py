@@ -195,8 +195,14 @@ class Registry:
         self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log,
                                      start_new_session=True)
         scheme = "https" if "tls:" in extra_config else "http"
-        wait_for(lambda: httpx.get(f"{scheme}://{self.address}/v2/", timeout=1, verify=False)
-                 .status_code in (200, 401), 15, "the registry to answer /v2/")
+        try:
+            wait_for(lambda: httpx.get(f"{scheme}://{self.address}/v2/", timeout=1,
+                                       verify=False).status_code in (200, 401),
+                     15, "the registry to answer /v2/")
+        except TimeoutError:
+            tail = (self.root / "registry.log").read_text()[-2000:]
+            self.stop()
+            raise RuntimeError(f"the registry did not start:\n{tail}") from None
         return self
 
     def stop(self) -> None:

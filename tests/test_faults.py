@@ -169,7 +169,7 @@ def test_registry_tls_errors(tmp_path: Path) -> None:
         with pytest.raises(RegistryError) as err:
             client.head_digest(reg.address, "any/repo", "latest")
         assert err.value.reason == "tls_error"
-        assert client.requests[(reg.address, "HEAD", "error")] == 1
+        assert client.requests[(reg.address, "GET", "error")] == 1  # the GET /v2/ ping
         client.close()
     finally:
         reg.stop()

@@ -30,9 +30,19 @@ def code(cell: str) -> list[str]:
 
 
 def test_metrics_table_equals_exposition() -> None:
-    families = {f.name if f.type != "counter" else f.name + "_total":
-                (f.type, {k for s in f.samples for k in s.labels})
-                for f in registry_for_golden().collect()}
+    from exporter.collectors.fleet import FleetCollector
+    from exporter.refresh import Source
+    from exporter.snapshots import TagState, UpstreamSnapshot
+
+    central: Source[UpstreamSnapshot] = Source("upstream", lambda: None, 60.0)
+    central.snapshot = UpstreamSnapshot((TagState("nginx:1", "", "known", "", "sha256:" + "a" * 64,
+                                                  "", 1.0, None, 1.0),))
+    collected = [*registry_for_golden().collect(), *FleetCollector(central, 60.0).collect()]
+    families: dict[str, tuple[str, set[str]]] = {}
+    for f in collected:
+        name = f.name + "_total" if f.type == "counter" else f.name
+        labels = families.get(name, (f.type, set()))[1]
+        families[name] = (f.type, labels | {k for s in f.samples for k in s.labels})
     documented = {}
     for name, kind, labels, meaning in table("metrics-table"):
         assert meaning, name

@@ -17,22 +17,10 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors import cached
-from exporter.refresh import Source
-from exporter.snapshots import EngineSnapshot
+from exporter.collectors import SnapshotCollector, cached
 
 
-class ContainersCollector:
-    def __init__(self, source: Source[EngineSnapshot]) -> None:
-        self.source = source
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def cache_key(self) -> tuple[object, ...]:
-        """The output changes only with these snapshots (see exporter/exposition.py)."""
-        return (self.source.snapshot,)
-
+class ContainersCollector(SnapshotCollector):
     def collect(self) -> Iterator[Metric]:
         snap = self.source.snapshot
         if snap is None:

@@ -17,22 +17,10 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors import cached
-from exporter.refresh import Source
-from exporter.snapshots import DiskSnapshot
+from exporter.collectors import SnapshotCollector, cached
 
 
-class DiskCollector:
-    def __init__(self, source: Source[DiskSnapshot]) -> None:
-        self.source = source
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def cache_key(self) -> tuple[object, ...]:
-        """The output changes only with these snapshots (see exporter/exposition.py)."""
-        return (self.source.snapshot,)
-
+class DiskCollector(SnapshotCollector):
     def collect(self) -> Iterator[Metric]:
         snap = self.source.snapshot
         if snap is None:

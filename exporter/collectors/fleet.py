@@ -16,22 +16,16 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors import cached
+from exporter.collectors import SnapshotCollector, cached
 from exporter.collectors.upstream import registry_families
 from exporter.refresh import Source
 from exporter.snapshots import UpstreamSnapshot
 
 
-class FleetCollector:
+class FleetCollector(SnapshotCollector):
     def __init__(self, source: Source[UpstreamSnapshot], interval: float) -> None:
-        self.source = source
+        super().__init__(source)
         self.interval = interval
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def cache_key(self) -> tuple[object, ...]:
-        return (self.source.snapshot,)
 
     def collect(self) -> Iterator[Metric]:
         snap = self.source.snapshot

@@ -22,9 +22,8 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors import cached
-from exporter.refresh import Source
-from exporter.snapshots import EngineSnapshot, Image
+from exporter.collectors import SnapshotCollector, cached
+from exporter.snapshots import Image
 
 NONE = "<none>"
 
@@ -49,17 +48,7 @@ def info_rows(image: Image) -> Iterator[tuple[str, str, str, str]]:
         yield NONE, repo, NONE, image.digest_for(repo)
 
 
-class ImagesCollector:
-    def __init__(self, source: Source[EngineSnapshot]) -> None:
-        self.source = source
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def cache_key(self) -> tuple[object, ...]:
-        """The output changes only with these snapshots (see exporter/exposition.py)."""
-        return (self.source.snapshot,)
-
+class ImagesCollector(SnapshotCollector):
     def collect(self) -> Iterator[Metric]:
         snap = self.source.snapshot
         if snap is None:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.collectors import cached
+from exporter.collectors import SnapshotCollector, cached
 from exporter.refresh import Source
 from exporter.snapshots import UPSTREAM_STATUSES, EngineSnapshot, UpstreamSnapshot
 
@@ -41,18 +41,14 @@ def container_drift(status: str, tag_image_id: str, upstream_config: str,
     return None
 
 
-class UpstreamCollector:
+class UpstreamCollector(SnapshotCollector):
     def __init__(self, source: Source[UpstreamSnapshot], engine: Source[EngineSnapshot],
                  interval: float) -> None:
-        self.source = source
+        super().__init__(source)
         self.engine = engine
         self.interval = interval
 
-    def describe(self) -> list[Metric]:
-        return []
-
     def cache_key(self) -> tuple[object, ...]:
-        """The output changes only with these snapshots (see exporter/exposition.py)."""
         return (self.source.snapshot, self.engine.snapshot)
 
     def collect(self) -> Iterator[Metric]:
