@@ -122,6 +122,7 @@ class Exporter:
         self.exposition = Exposition(
             [*build_collectors(parts), ProcessCollector(registry=None)])
         self._stop = threading.Event()
+        self._on_scrape = threading.Lock()
 
     @property
     def ready(self) -> bool:
@@ -130,9 +131,11 @@ class Exporter:
 
     def render(self, encoder: Callable[[Any], bytes], openmetrics: bool) -> bytes:
         if self.config.collector_on_scrape:
-            # The baseline most exporters are: read the engine while the scrape waits.
-            self.parts.engine.refresh()
-            self.parts.disk.refresh()
+            # The baseline most exporters are: read the engine while the scrape waits (one
+            # scrape at a time: the readers are not shared between threads).
+            with self._on_scrape:
+                self.parts.engine.refresh()
+                self.parts.disk.refresh()
         return self.exposition.render(encoder, openmetrics)
 
     def start(self) -> None:

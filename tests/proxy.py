@@ -106,7 +106,3 @@ class EngineProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.counts.values())

@@ -269,15 +269,6 @@ class FaultProxy:
         self.httpd.server_close()
 
 
-def manifest_digest(address: str, repository: str, tag: str,
-                    auth: httpx.Auth | None = None) -> tuple[str, dict]:
-    """The digest and body of a single-platform manifest, as pushed by docker."""
-    r = httpx.get(f"http://{address}/v2/{repository}/manifests/{tag}", auth=auth, headers={
-        "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
-    r.raise_for_status()
-    return "sha256:" + hashlib.sha256(r.content).hexdigest(), r.json()
-
-
 def put_index(address: str, repository: str, tag: str,
               entries: list[tuple[str, str]]) -> str:
     """Push a manifest list (as `docker manifest push` does) of (source tag, arch) entries."""
