@@ -36,6 +36,23 @@ def _classify(exc: Exception) -> EngineError:
     return EngineError("error", f"{type(exc).__name__}: {exc}")
 
 
+def _drop_tracebacks(exc: BaseException) -> None:
+    """requests and urllib3 wrap a failed connect in exceptions whose tracebacks keep the
+    connect frame, and with it the unconnected socket, alive until the cycle collector runs:
+    one file descriptor per failed attempt while the daemon is down. Without the tracebacks
+    the frames, and the sockets, are freed at once."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen or len(seen) > 50:
+            continue
+        seen.add(id(item))
+        item.__traceback__ = None
+        stack.extend([item.__cause__, item.__context__, *item.args])
+        stack.extend(getattr(item, attr, None) for attr in ("reason", "original_error"))
+
+
 class Engine:
     """One connection to a Docker daemon. Not shared between threads: each source owns one."""
 
@@ -62,6 +79,7 @@ class Engine:
         except Exception as exc:
             if not isinstance(exc, docker.errors.NotFound):
                 self.close()  # renegotiate on the next call
+            _drop_tracebacks(exc)
             raise _classify(exc) from exc
 
     def images(self) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ pull. The counter lives in the process and never goes backwards.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -105,6 +106,7 @@ class EventStream:
         failures = 0
         while not self._stop.is_set():
             started = time.monotonic()
+            stream = None
             try:
                 stream = self.engine.events(self._since(),
                                             {"type": ["image"], "event": ["pull"]})
@@ -134,9 +136,15 @@ class EventStream:
                 if was_connected or failures == 0:
                     log.warning("event stream disconnected: %s", str(exc)[:300])
                 failures += 1
-                self.engine.close()
                 wait = min(MAX_BACKOFF, 2 ** (failures - 1)) * random.uniform(0.8, 1.0)
-                self._stop.wait(wait)
+            finally:
+                # The stream's socket is not the pool's: close it here, or each reconnect
+                # leaves one behind until the garbage collector finds it.
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        stream.close()
+                self.engine.close()
+            self._stop.wait(wait)
 
     def start(self, stop: threading.Event) -> None:
         self._stop = stop
