@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -399,6 +399,11 @@ class RegistryClient:
         for client in clients:
             client.close()
 
-    def snapshot_requests(self) -> Iterator[tuple[tuple[str, str, str], int]]:
+    def counters(self) -> tuple[tuple[tuple[str, int | None, int | None], ...],
+                                tuple[tuple[tuple[str, str, str], int], ...],
+                                tuple[tuple[str, int], ...]]:
+        """Rate-limit headers, requests and digest fallbacks so far, copied under the lock."""
         with self._lock:
-            return iter(list(self.requests.items()))
+            return (tuple(sorted((r, lim, rem) for r, (lim, rem) in self.ratelimit.items())),
+                    tuple(sorted(self.requests.items())),
+                    tuple(sorted(self.digest_fallbacks.items())))

@@ -212,12 +212,7 @@ class UpstreamChecker:
     def snapshot(self) -> UpstreamSnapshot:
         with self._lock:
             states = tuple(sorted(self.states.values(), key=lambda s: s.image))
-        with self.client._lock:
-            ratelimits = tuple(sorted((r, lim, rem) for r, (lim, rem)
-                                      in self.client.ratelimit.items()))
-            requests = tuple(sorted(self.client.requests.items()))
-            fallbacks = tuple(sorted(self.client.digest_fallbacks.items()))
-        return UpstreamSnapshot(states, ratelimits, requests, fallbacks)
+        return UpstreamSnapshot(states, *self.client.counters())
 
     def _semaphore(self, registry: str) -> threading.Semaphore:
         with self._lock:
