@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
+from exporter import versions
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.disk import DiskCollector
 from exporter.collectors.exporter import ExporterCollector
@@ -18,12 +19,13 @@ from exporter.collectors.fleet import FleetCollector
 from exporter.collectors.images import ImagesCollector
 from exporter.collectors.pulls import PullsCollector
 from exporter.collectors.upstream import UpstreamCollector
+from exporter.collectors.versions import VersionsCollector
 from exporter.config import Config
 from exporter.engine import Engine
 from exporter.events import EventStream
 from exporter.exposition import Exposition
 from exporter.harbor import HarborReader, HarborSnapshot
-from exporter.hub import HubReader, HubSnapshot
+from exporter.hub import HubAPI, HubReader, HubSnapshot
 from exporter.readers import DiskReader, EngineReader
 from exporter.refresh import Source
 from exporter.snapshots import DiskSnapshot, EngineSnapshot, UpstreamSnapshot
@@ -39,7 +41,9 @@ class Parts:
     engine: Source[EngineSnapshot]
     disk: Source[DiskSnapshot]
     upstream: Source[UpstreamSnapshot] | None = None
+    versions: Source[versions.VersionsSnapshot] | None = None
     upstream_interval: float = 6 * 3600.0
+    versions_interval: float = 12 * 3600.0
     store: StateStore | None = None
     events: EventStream | None = None
     hub: Source[HubSnapshot] | None = None
@@ -52,8 +56,8 @@ class Parts:
         """Everything with a name and a status, for the collector_* metrics."""
         if self.central:
             return [self.upstream]
-        return [s for s in (self.engine, self.disk, self.upstream, self.events, self.hub,
-                            self.harbor) if s is not None]
+        return [s for s in (self.engine, self.disk, self.upstream, self.versions, self.events,
+                            self.hub, self.harbor) if s is not None]
 
 
 def build_collectors(parts: Parts) -> list[Any]:
@@ -70,6 +74,8 @@ def build_collectors(parts: Parts) -> list[Any]:
     if parts.upstream is not None:
         collectors.append(UpstreamCollector(parts.upstream, parts.engine,
                                             parts.upstream_interval))
+    if parts.versions is not None:
+        collectors.append(VersionsCollector(parts.versions, parts.versions_interval))
     collectors.append(PullsCollector(parts.events, parts.hub, parts.webhook, parts.harbor))
     return collectors
 
@@ -97,18 +103,23 @@ class Exporter:
             disk=Source("disk", DiskReader(disk_engine).read, config.collector_disk_interval,
                         disk_engine.close),
             upstream_interval=config.upstream_interval,
+            versions_interval=config.versions_interval,
         )
+        hub_api = None
+        if config.hub_enabled and config.upstream_mode != "central":
+            hub_api = HubAPI(config.hub_url, config.hub_username, config.hub_password_file)
         if config.upstream_mode in ("local", "central"):
             parts.upstream, checker = make_source(config, parts.engine)
             parts.store = checker.store
             parts.central = config.upstream_mode == "central"
+            if config.versions_enabled and not parts.central:
+                parts.versions = versions.make_source(config, parts.engine, checker, hub_api)
         if config.events_enabled and not parts.central:
             parts.events = EventStream(config.docker_host)
-        if config.hub_enabled and not parts.central and (
-                config.hub_local_images or config.hub_repositories):
-            hub = HubReader(config.hub_url, config.hub_repositories, config.hub_local_images,
-                            parts.engine, config.hub_username, config.hub_password_file)
-            parts.hub = Source("hub", hub.read, config.hub_interval, hub.close)
+        if hub_api is not None and (config.hub_local_images or config.hub_repositories):
+            hub = HubReader(hub_api, config.hub_repositories, config.hub_local_images,
+                            parts.engine)
+            parts.hub = Source("hub", hub.read, config.hub_interval, hub_api.close)
         if _webhook_secret(config):
             parts.webhook = DistributionWebhook(_webhook_secret(config),
                                                 dict(config.webhook_distribution_registries))

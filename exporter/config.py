@@ -111,16 +111,20 @@ def _docker_host(value: Any) -> str:
     return value
 
 
-def _positive_int(value: Any) -> int:
+def _whole(value: Any, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"{value!r} is not a whole number")
     try:
         number = int(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a whole number") from None
-    if not 0 < number <= 1024:
-        raise ValueError(f"{value!r} must be between 1 and 1024")
+    if not 0 < number <= high:
+        raise ValueError(f"{value!r} must be between 1 and {high}")
     return number
+
+
+def _positive_int(value: Any) -> int:
+    return _whole(value, 1024)
 
 
 def _string_list(value: Any) -> tuple[str, ...]:
@@ -308,6 +312,84 @@ def _show_harbor(value: tuple[HarborInstance, ...]) -> str:
                      f"{', user ' + h.username if h.username else ''})" for h in value)
 
 
+PINS = ("none", "major", "minor")
+
+
+@dataclass(frozen=True)
+class VersionRule:
+    """Which newer tags count as newer versions of the tags whose reference ``image`` matches.
+
+    Container labels ``docker-hygiene.versions.<key>`` override the keys for that container.
+    """
+
+    image: str = ""  # regular expression on the short reference, e.g. ^nginx:
+    pin: str = "none"  # none | major | minor: stay on the same major or major.minor
+    include: str = ""  # candidate tags must match this regular expression
+    exclude: str = ""  # and must not match this one
+    prereleases: bool = False
+
+    def merged(self, labels: Mapping[str, str]) -> VersionRule:
+        """This rule with a container's labels applied; a bad label value is ignored."""
+        values: dict[str, Any] = {}
+        for key, text in labels.items():
+            try:
+                values[key] = _RULE_KEYS[key](text)
+            except (KeyError, ValueError):
+                continue
+        values.pop("image", None)
+        return VersionRule(**{**self.__dict__, **values})
+
+
+def _pin(value: Any) -> str:
+    return _choice(*PINS)(value)
+
+
+def _optional_regex(value: Any) -> str:
+    value = _optional_string(value)
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+    return value
+
+
+_RULE_KEYS: dict[str, Callable[[Any], Any]] = {
+    "image": _optional_regex, "pin": _pin, "include": _optional_regex,
+    "exclude": _optional_regex, "prereleases": lambda v: _bool(v),
+}
+
+
+def _version_rules(value: Any) -> tuple[VersionRule, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of {image, pin, include, exclude, prereleases}")
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"[{i}]: must be a mapping")
+        values = {}
+        for key, item in entry.items():
+            if key not in _RULE_KEYS:
+                raise ValueError(f"[{i}].{key}: unknown key (use {', '.join(_RULE_KEYS)})")
+            try:
+                values[key] = _RULE_KEYS[key](item)
+            except ValueError as exc:
+                raise ValueError(f"[{i}].{key}: {exc}") from None
+        if "image" not in values:
+            raise ValueError(f"[{i}].image: required (a regular expression)")
+        out.append(VersionRule(**values))
+    return tuple(out)
+
+
+def _show_rules(value: tuple[VersionRule, ...]) -> str:
+    return "; ".join(", ".join(f"{k}={v}" for k, v in r.__dict__.items()
+                               if v != getattr(VersionRule, k, None) or k == "image")
+                     for r in value)
+
+
+def _tag_count(value: Any) -> int:
+    return _whole(value, 1_000_000)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its dotted key, parser, default and help text."""
@@ -403,8 +485,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("upstream.platform", _platform, "",
             "Platform whose manifest decides drift in multi-arch images (default: the "
             "engine's, e.g. linux/amd64).", "OS/ARCH"),
+    Setting("versions.enabled", _bool, True,
+            "Look for newer versions of local tags that look like versions (1.25, v1.2.3, "
+            "1.25.3-alpine; upstream.mode local).", "BOOL"),
+    Setting("versions.interval", parse_duration, 12 * 3600.0,
+            "How long a repository's tag list, and what its candidate tags hold, is reused "
+            "before it is read again.", "DURATION", format_duration),
+    Setting("versions.max_tags", _tag_count, 10000,
+            "Read at most this many tags of one repository (registries list them in lexical "
+            "order; Docker Hub's API newest first).", "N"),
+    Setting("versions.rules", _version_rules, (),
+            "Per-image rules: {image (regex), pin (none, major, minor), include, exclude "
+            "(regexes on candidate tags), prereleases}; the first match applies.",
+            show=_show_rules, yaml_only=True),
     Setting("state.path", _optional_string, None,
-            "SQLite file keeping drift-since times and registry documents across restarts "
+            "SQLite file keeping drift-since times, registry documents and tag lists across "
+            "restarts "
             "(default: $STATE_DIRECTORY/state.db, else "
             "~/.local/state/docker-hygiene-exporter/state.db).", "FILE"),
     Setting("registries", _registries, (),
@@ -477,6 +573,10 @@ class Config:
     upstream_exclude: tuple[str, ...] = ()
     upstream_insecure_registries: tuple[str, ...] = ()
     upstream_platform: str = ""
+    versions_enabled: bool = True
+    versions_interval: float = 12 * 3600.0
+    versions_max_tags: int = 10000
+    versions_rules: tuple[VersionRule, ...] = ()
     state_path: str | None = None
     registries: tuple[tuple[str, Credentials], ...] = ()
     events_enabled: bool = True

@@ -1,13 +1,16 @@
-"""Docker Hub repository statistics from the Hub API: pulls, stars, last update.
+"""Docker Hub's own API: repository pulls, stars and last update; tags with their push
+times and platforms (for newer versions, without spending the registry's pull limit).
 
-The Hub API has its own rate limit (X-RateLimit-Remaining, and 429 with Retry-After); a
-cycle stops early when it is spent and keeps the last values it had, so series do not
-flap. Repositories that failed keep their last good values too.
+The Hub API has its own rate limit (X-RateLimit-Remaining, and 429 with Retry-After); one
+HubAPI is shared by every reader, and once the limit is spent nothing is asked until it
+resets. A cycle that stops early keeps the last values it had, so series do not flap.
+Repositories that failed keep their last good values too.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,10 @@ log = logging.getLogger("exporter.hub")
 
 MAX_BODY = 1024 * 1024
 MAX_REPOSITORIES = 2000
+MAX_TAGS = 2000  # local Docker Hub tags whose push time is read
+TAG_PAGE = 100  # the largest page_size the tags API takes
+MAX_HUB_TAGS = 1000  # tags read per repository: the newest pushes, ten requests
+TOKEN_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -37,10 +44,133 @@ class HubRepository:
 @dataclass(frozen=True)
 class HubSnapshot:
     repositories: tuple[HubRepository, ...]
+    tags: tuple[tuple[str, float], ...] = ()  # (local tag, tag_last_pushed)
+
+
+@dataclass(frozen=True)
+class UpstreamTag:
+    """One tag of a repository. ``platforms`` (os, architecture, variant, last_pushed) when
+    the source says them, as the Hub API does; None when the registry must be asked."""
+
+    name: str
+    platforms: tuple[dict[str, Any], ...] | None
+    pushed: float | None
 
 
 class HubError(Exception):
     pass
+
+
+class HubRateLimited(HubError):
+    pass
+
+
+class HubAPI:
+    """GETs against the Hub API with its login and its rate limit; thread-safe."""
+
+    def __init__(self, url: str, username: str, password: str, timeout: float = 10.0) -> None:
+        self.url = url
+        self.username, self._password = username, password
+        self.client = httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False,
+                                   headers={"User-Agent": f"docker-hygiene-exporter/{__version__}",
+                                            "Accept": "application/json"})
+        self._lock = threading.Lock()
+        self._token: tuple[str, float] | None = None
+        self.blocked_until = 0.0
+
+    def _authorization(self, renew: bool) -> dict[str, str]:
+        if not self.username or not self._password:
+            return {}
+        with self._lock:
+            if renew or self._token is None or self._token[1] < time.monotonic():
+                r = self.client.post(f"{self.url}/v2/auth/token", json={
+                    "identifier": self.username, "secret": self._password})
+                if r.status_code != 200:
+                    raise HubError(f"Hub login answered {r.status_code}")
+                token = r.json().get("access_token")
+                if not isinstance(token, str) or not token:
+                    raise HubError("Hub login answered without an access_token")
+                self._token = (token, time.monotonic() + TOKEN_SECONDS)
+            return {"Authorization": f"Bearer {self._token[0]}"}
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        """GET ``path`` (under the API's URL); 200 answers and errors alike are returned,
+        but a spent rate limit raises HubRateLimited."""
+        if time.time() < self.blocked_until:
+            raise HubRateLimited(f"rate limited for {self.blocked_until - time.time():.0f}s more")
+        for renew in (False, True):
+            try:
+                r = self.client.get(self.url + path, params=params,
+                                    headers=self._authorization(renew))
+            except httpx.HTTPError as exc:
+                raise HubError(type(exc).__name__) from exc
+            if r.status_code != 401 or not self.username:
+                break
+        if r.status_code == 429:
+            wait = parse_retry_after(r.headers.get("retry-after")) or 60.0
+            self.blocked_until = time.time() + wait
+            raise HubRateLimited(f"Hub API rate limit: retry after {wait:.0f}s")
+        remaining = r.headers.get("x-ratelimit-remaining", "")
+        if remaining.isdigit() and int(remaining) == 0:
+            reset = r.headers.get("x-ratelimit-reset", "")
+            self.blocked_until = float(reset) if reset.isdigit() else time.time() + 60
+            log.warning("Hub API rate limit spent; resuming at %s", self.blocked_until)
+        if len(r.content) > MAX_BODY:
+            raise HubError(f"answer over {MAX_BODY} bytes for {path}")
+        return r
+
+    def tags(self, repository: str, limit: int) -> tuple[list[UpstreamTag], bool]:
+        """The repository's tags, newest push first, with their platforms; at most ``limit``
+        and MAX_HUB_TAGS, which spares the Hub API's rate limit: new versions are pushed
+        last, so they are in the first pages."""
+        limit = min(limit, MAX_HUB_TAGS)
+        namespace, _, name = repository.partition("/")
+        out: list[UpstreamTag] = []
+        page = 1
+        while True:
+            r = self.get(f"/v2/namespaces/{namespace}/repositories/{name}/tags",
+                         {"page": page, "page_size": TAG_PAGE})
+            if r.status_code != 200:
+                raise HubError(f"tags of {repository}: HTTP {r.status_code}")
+            try:
+                doc = r.json()
+                results = doc["results"]
+                assert isinstance(results, list)
+            except (ValueError, KeyError, TypeError, AssertionError):
+                raise HubError(f"tags of {repository}: unexpected JSON") from None
+            out.extend(t for t in map(_upstream_tag, results) if t is not None)
+            if len(out) >= limit:
+                return out[:limit], True
+            if not doc.get("next") or not results:
+                return out, False
+            page += 1
+
+    def tag_pushed(self, repository: str, tag: str) -> float | None:
+        namespace, _, name = repository.partition("/")
+        r = self.get(f"/v2/namespaces/{namespace}/repositories/{name}/tags/{tag}")
+        if r.status_code != 200:
+            return None
+        try:
+            doc = r.json()
+        except ValueError:
+            return None
+        return parse_timestamp(doc.get("tag_last_pushed")) if isinstance(doc, dict) else None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _upstream_tag(doc: Any) -> UpstreamTag | None:
+    if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
+        return None
+    platforms = []
+    for image in doc.get("images") or []:
+        if isinstance(image, dict) and image.get("status", "active") == "active":
+            platforms.append({"os": image.get("os"), "architecture": image.get("architecture"),
+                              "variant": image.get("variant") or "",
+                              "last_pushed": parse_timestamp(image.get("last_pushed"))})
+    return UpstreamTag(doc["name"], tuple(platforms),
+                       parse_timestamp(doc.get("tag_last_pushed")))
 
 
 def hub_repository(text: str) -> str | None:
@@ -53,42 +183,32 @@ def hub_repository(text: str) -> str | None:
 
 
 class HubReader:
-    def __init__(self, url: str, repositories: tuple[str, ...], local_images: bool,
-                 engine: Source[EngineSnapshot], username: str, password: str,
-                 timeout: float = 10.0) -> None:
-        self.url = url
+    def __init__(self, api: HubAPI, repositories: tuple[str, ...], local_images: bool,
+                 engine: Source[EngineSnapshot]) -> None:
+        self.api = api
         self.configured = [r for r in (hub_repository(x) for x in repositories) if r]
         self.local_images = local_images
         self.engine = engine
-        self.username, self._password = username, password
-        self.client = httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False,
-                                   headers={"User-Agent": f"docker-hygiene-exporter/{__version__}",
-                                            "Accept": "application/json"})
         self._known: dict[str, HubRepository] = {}
-        self._blocked_until = 0.0
+        self._pushed: dict[str, float] = {}
+
+    def local_tags(self) -> list[tuple[str, str, str]]:
+        """(short reference, repository, tag) of every local tag from Docker Hub."""
+        snap = self.engine.snapshot
+        out = set()
+        for image in snap.images if snap is not None and self.local_images else ():
+            for text in image.tags:
+                try:
+                    ref = reference.parse(text)
+                except reference.ReferenceError:
+                    continue
+                if ref.domain == reference.DOCKER_HUB and ref.tag:
+                    out.add((ref.familiar(), ref.path, ref.tag))
+        return sorted(out)[:MAX_TAGS]
 
     def wanted(self) -> list[str]:
-        names = set(self.configured)
-        snap = self.engine.snapshot
-        if self.local_images and snap is not None:
-            for image in snap.images:
-                for tag in image.tags:
-                    repo = hub_repository(tag)
-                    if repo:
-                        names.add(repo)
+        names = set(self.configured) | {repo for _, repo, _ in self.local_tags()}
         return sorted(names)[:MAX_REPOSITORIES]
-
-    def _token(self) -> str | None:
-        if not self.username or not self._password:
-            return None
-        r = self.client.post(f"{self.url}/v2/auth/token",
-                             json={"identifier": self.username, "secret": self._password})
-        if r.status_code != 200:
-            raise HubError(f"Hub login answered {r.status_code}")
-        token = r.json().get("access_token")
-        if not isinstance(token, str) or not token:
-            raise HubError("Hub login answered without an access_token")
-        return token
 
     def read(self) -> HubSnapshot:
         if self.engine.snapshot is None:
@@ -96,42 +216,45 @@ class HubReader:
         wanted = self.wanted()
         for gone in set(self._known) - set(wanted):
             del self._known[gone]
-        if time.time() < self._blocked_until:
-            raise HubError(f"rate limited for {self._blocked_until - time.time():.0f}s more")
-        failures, last_error = 0, ""
-        headers = {}
-        token = self._token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        for name in wanted:
-            namespace, _, repo = name.partition("/")
-            try:
-                r = self.client.get(
-                    f"{self.url}/v2/namespaces/{namespace}/repositories/{repo}", headers=headers)
-            except httpx.HTTPError as exc:
-                failures, last_error = failures + 1, f"{type(exc).__name__}"
-                continue
-            if r.status_code == 429:
-                wait = parse_retry_after(r.headers.get("retry-after")) or 60.0
-                self._blocked_until = time.time() + wait
-                raise HubError(f"Hub API rate limit: retry after {wait:.0f}s")
-            if r.status_code != 200 or len(r.content) > MAX_BODY:
-                failures, last_error = failures + 1, f"HTTP {r.status_code} for {name}"
-                continue
-            parsed = self._parse(name, r)
-            if parsed is None:
-                failures, last_error = failures + 1, f"unexpected JSON for {name}"
-                continue
-            self._known[name] = parsed
-            remaining = r.headers.get("x-ratelimit-remaining", "")
-            if remaining.isdigit() and int(remaining) == 0:
-                reset = r.headers.get("x-ratelimit-reset", "")
-                self._blocked_until = float(reset) if reset.isdigit() else time.time() + 60
-                log.warning("Hub API rate limit spent; resuming at %s", self._blocked_until)
-                break
+        tags = self.local_tags()
+        for gone in set(self._pushed) - {short for short, _, _ in tags}:
+            del self._pushed[gone]
+        failures, last_error, read = 0, "", 0
+        try:
+            for name in wanted:
+                namespace, _, repo = name.partition("/")
+                try:
+                    r = self.api.get(f"/v2/namespaces/{namespace}/repositories/{repo}")
+                except HubRateLimited:
+                    raise
+                except HubError as exc:
+                    failures, last_error = failures + 1, str(exc)
+                    continue
+                if r.status_code != 200:
+                    failures, last_error = failures + 1, f"HTTP {r.status_code} for {name}"
+                    continue
+                parsed = self._parse(name, r)
+                if parsed is None:
+                    failures, last_error = failures + 1, f"unexpected JSON for {name}"
+                    continue
+                self._known[name] = parsed
+                read += 1
+            for short, repo, tag in tags:
+                try:
+                    pushed = self.api.tag_pushed(repo, tag)
+                except HubRateLimited:
+                    raise
+                except HubError:
+                    continue  # keeps the last value; the repository read says the failure
+                if pushed is not None:
+                    self._pushed[short] = pushed
+        except HubRateLimited:
+            if not read:
+                raise
         if wanted and failures == len(wanted):
             raise HubError(f"every Hub request failed; last: {last_error}")
-        return HubSnapshot(tuple(self._known[n] for n in sorted(self._known)))
+        return HubSnapshot(tuple(self._known[n] for n in sorted(self._known)),
+                           tuple(sorted(self._pushed.items())))
 
     @staticmethod
     def _parse(name: str, response: httpx.Response) -> HubRepository | None:
@@ -146,6 +269,3 @@ class HubReader:
             return None
         return HubRepository(name, pulls, stars if isinstance(stars, int) else 0,
                              parse_timestamp(doc.get("last_updated")))
-
-    def close(self) -> None:
-        self.client.close()

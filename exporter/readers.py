@@ -31,6 +31,9 @@ def parse_timestamp(text: Any) -> float | None:
     return datetime.fromisoformat(f"{m.group(1)}.{frac}{zone}").timestamp()
 
 
+VERSION_LABEL = "docker-hygiene.versions."
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -115,6 +118,15 @@ def _label(c: Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _version_labels(c: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    labels = c.get("Labels")
+    if not isinstance(labels, Mapping):
+        return ()
+    return tuple(sorted((k[len(VERSION_LABEL):], v) for k, v in labels.items()
+                        if isinstance(k, str) and k.startswith(VERSION_LABEL)
+                        and isinstance(v, str)))
+
+
 def _container_name(c: Mapping[str, Any]) -> str:
     names = c.get("Names")
     if isinstance(names, list) and names and isinstance(names[0], str):
@@ -161,6 +173,7 @@ def build_engine_snapshot(
             created=float(_int(c.get("Created"))),
             stale=now_names is not None and now_names != image_id,
             drift_opt_out=_label(c, "docker-hygiene.drift").lower() == "false",
+            version_labels=_version_labels(c),
         ))
 
     out_images = []

@@ -39,6 +39,7 @@ MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
+TAG_PAGE = 1000
 DEFAULT_TOKEN_SECONDS = 60.0
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))')
@@ -146,6 +147,17 @@ def parse_retry_after(header: str | None, now: float | None = None) -> float | N
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(0.0, min(when - (time.time() if now is None else now), 86400.0))
+
+
+def next_link(header: str, repository: str) -> str | None:
+    """The path of a ``Link: </v2/...>; rel="next"`` header, kept to this repository's tag
+    list so a registry cannot send us elsewhere."""
+    m = re.match(r'\s*<([^>]*)>\s*;\s*rel="?next"?', header or "")
+    if not m:
+        return None
+    url = httpx.URL(m.group(1))
+    path = url.raw_path.decode("ascii", "replace")
+    return path if path.startswith(f"/v2/{repository}/tags/list") else None
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -311,7 +323,8 @@ class RegistryClient:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _request(self, registry: str, method: str, path: str, repository: str) -> httpx.Response:
+    def _request(self, registry: str, method: str, path: str, repository: str,
+                 redirects: bool = False) -> httpx.Response:
         if registry not in self._contacted:
             # Learn the registry's scheme and auth challenge once, from GET /v2/ as docker
             # does; the others wait for it instead of each collecting a 401 of their own.
@@ -323,7 +336,7 @@ class RegistryClient:
                         self._ping(registry)
                     finally:
                         self._contacted.add(registry)
-        return self._request_once(registry, method, path, repository)
+        return self._request_once(registry, method, path, repository, redirects)
 
     def _ping(self, registry: str) -> None:
         response = self._send(registry, "GET", "/v2/", {})
@@ -332,7 +345,7 @@ class RegistryClient:
             self._challenges[registry] = parse_challenge(challenge)
 
     def _request_once(self, registry: str, method: str, path: str,
-                      repository: str) -> httpx.Response:
+                      repository: str, redirects: bool = False) -> httpx.Response:
         scope = f"repository:{repository}:pull"
         response = None
         sent: str | None = None
@@ -353,6 +366,8 @@ class RegistryClient:
                 break  # the credentials we sent were refused
         assert response is not None
         code = response.status_code
+        if redirects and code in (302, 303, 307, 308) and response.headers.get("location"):
+            return response
         if code in (401, 403):
             raise RegistryError("auth_failed", f"{registry} answered {code}")
         if code == 404:
@@ -392,6 +407,64 @@ class RegistryClient:
             media_type = doc.get("mediaType") if isinstance(doc.get("mediaType"), str) else ""
             manifest = Manifest(digest, media_type, body)
         return manifest
+
+    def list_tags(self, registry: str, repository: str, limit: int) -> tuple[list[str], bool]:
+        """The repository's tags, following ``Link`` pages, at most ``limit`` of them; and
+        whether the list was cut there."""
+        tags: list[str] = []
+        path: str | None = f"/v2/{repository}/tags/list?n={min(TAG_PAGE, limit)}"
+        while path is not None:
+            response = self._request(registry, "GET", path, repository)
+            try:
+                page = json.loads(response.content).get("tags") or []
+            except (ValueError, AttributeError):
+                raise RegistryError("bad_response", "tag list is not JSON") from None
+            if not isinstance(page, list):
+                raise RegistryError("bad_response", "tag list without a list of tags")
+            tags.extend(t for t in page if isinstance(t, str))
+            if len(tags) >= limit:
+                return tags[:limit], True
+            path = next_link(response.headers.get("link", ""), repository)
+        return tags, False
+
+    def get_blob(self, registry: str, repository: str, digest: str,
+                 max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
+        """A small blob (an image config) by digest, checked against it. Registries that keep
+        blobs elsewhere answer with a redirect, followed without our credentials."""
+        response = self._request(registry, "GET", f"/v2/{repository}/blobs/{digest}",
+                                 repository, redirects=True)
+        if response.status_code != 200:
+            location = response.headers["location"]
+            verify = not self.insecure(registry)
+            try:
+                response = self._stream(self._client(verify), "GET", location, {})
+            except httpx.HTTPError as exc:
+                raise RegistryError("unreachable", f"blob redirect: {type(exc).__name__}") \
+                    from exc
+            self._count(registry, "GET", str(response.status_code))
+            if response.status_code != 200:
+                raise RegistryError("bad_response", f"blob redirect answered "
+                                    f"{response.status_code}")
+        body = response.content
+        if len(body) > max_bytes or "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise RegistryError("bad_response", "blob does not match its digest")
+        return body
+
+    def referrers(self, registry: str, repository: str, digest: str) -> list[dict[str, Any]] | None:
+        """Descriptors from the OCI referrers API; None when the registry does not serve it."""
+        try:
+            response = self._request(registry, "GET", f"/v2/{repository}/referrers/{digest}",
+                                     repository)
+        except RegistryError as exc:
+            if exc.reason in ("not_found", "bad_response"):
+                return None
+            raise
+        try:
+            doc = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        entries = doc.get("manifests") if isinstance(doc, dict) else None
+        return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else None
 
     def close(self) -> None:
         with self._lock:

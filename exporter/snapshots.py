@@ -42,6 +42,7 @@ class Container:
     created: float
     stale: bool  # its reference now names another local image ID (pulled, not recreated)
     drift_opt_out: bool = False  # label docker-hygiene.drift=false
+    version_labels: tuple[tuple[str, str], ...] = ()  # docker-hygiene.versions.* labels
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class TagState:
     checked: float | None = None  # when a check last decided the status
     drift_since: float | None = None  # when drift was first seen; survives restarts
     changed: float | None = None  # fleet mode: when the upstream digest last changed
+    signed: bool | None = None  # a signature for upstream_digest exists; None: not known
+    created: float | None = None  # creation time of upstream's image for this platform
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The state store: what must survive a restart, in SQLite from the standard library.
 
-Drift-since timestamps (so an alert's clock does not restart with the exporter) and
-content-addressed registry documents (so a changed digest costs one GET, once). The
+Drift-since timestamps (so an alert's clock does not restart with the exporter),
+content-addressed registry documents (so a changed digest costs one GET, once) and tag
+lists and what their candidate tags hold (read once per versions.interval, restarts
+included). The
 in-memory dictionaries are the truth; SQLite is written through. When the file is missing
 its directory, corrupt or read-only, the store logs once and keeps working in memory, and
 ``persistent`` says so.
@@ -22,6 +24,12 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS drift (image TEXT PRIMARY KEY, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tags (
     image TEXT PRIMARY KEY, digest TEXT NOT NULL, changed REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tag_lists (
+    repository TEXT PRIMARY KEY, read REAL NOT NULL, tags TEXT NOT NULL,
+    truncated INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    tag TEXT PRIMARY KEY, platform TEXT NOT NULL, has_platform INTEGER NOT NULL,
+    created REAL, checked REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL);
 """
@@ -45,6 +53,8 @@ class StateStore:
         self.drift: dict[str, float] = {}
         self.documents: dict[str, tuple[str, bytes]] = {}
         self.tags: dict[str, tuple[str, float]] = {}
+        self.tag_lists: dict[str, tuple[float, str, bool]] = {}
+        self.candidates: dict[str, tuple[str, bool, float | None, float]] = {}
         if path:
             self._open(path)
 
@@ -62,11 +72,16 @@ class StateStore:
                               db.execute("SELECT digest, media_type, body FROM documents")}
             self.tags = {i: (d, c) for i, d, c in
                          db.execute("SELECT image, digest, changed FROM tags")}
+            self.tag_lists = {r: (t, b, bool(c)) for r, t, b, c in db.execute(
+                "SELECT repository, read, tags, truncated FROM tag_lists")}
+            self.candidates = {t: (p, bool(h), c, k) for t, p, h, c, k in db.execute(
+                "SELECT tag, platform, has_platform, created, checked FROM candidates")}
             db.commit()
             self._db = db
         except (sqlite3.Error, OSError) as exc:
             log.error("state store %s unusable, keeping state in memory only: %s", path, exc)
             self.drift, self.documents, self.tags = {}, {}, {}
+            self.tag_lists, self.candidates = {}, {}
 
     def _write(self, sql: str, *args: object) -> None:
         if self._db is None:
@@ -121,6 +136,36 @@ class StateStore:
         with self._lock:
             self.tags[image] = (digest, changed)
             self._write("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)", image, digest, changed)
+
+    def tag_list(self, repository: str) -> tuple[float, str, bool] | None:
+        """(when read, tags as JSON, whether cut at versions.max_tags)."""
+        with self._lock:
+            return self.tag_lists.get(repository)
+
+    def put_tag_list(self, repository: str, read: float, tags: str, truncated: bool) -> None:
+        with self._lock:
+            self.tag_lists[repository] = (read, tags, truncated)
+            self._write("INSERT OR REPLACE INTO tag_lists VALUES (?, ?, ?, ?)",
+                        repository, read, tags, int(truncated))
+
+    def candidate(self, tag: str) -> tuple[str, bool, float | None, float] | None:
+        """A candidate tag ("registry/name:tag"): (platform, has an image for it, when that
+        was built, when looked at)."""
+        with self._lock:
+            return self.candidates.get(tag)
+
+    def put_candidate(self, tag: str, platform: str, has_platform: bool,
+                      created: float | None, checked: float) -> None:
+        with self._lock:
+            self.candidates[tag] = (platform, has_platform, created, checked)
+            self._write("INSERT OR REPLACE INTO candidates VALUES (?, ?, ?, ?, ?)",
+                        tag, platform, int(has_platform), created, checked)
+
+    def forget_candidates(self, older_than: float) -> None:
+        with self._lock:
+            for tag in [t for t, v in self.candidates.items() if v[3] < older_than]:
+                del self.candidates[tag]
+            self._write("DELETE FROM candidates WHERE checked < ?", older_than)
 
     def close(self) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,6 +27,7 @@ import httpx
 
 from exporter import reference
 from exporter.config import Config
+from exporter.content import ContentCache
 from exporter.engine import Engine, EngineError
 from exporter.refresh import Source
 from exporter.registry import Manifest, Platform, RegistryClient, RegistryError
@@ -53,6 +54,7 @@ class Target:
     ref: reference.Reference
     image_id: str
     local_digests: frozenset[str]
+    created: float | None = None  # the local image's creation time
 
 
 @dataclass
@@ -86,14 +88,11 @@ def local_digests(image: Image, name: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def targets(snapshot: EngineSnapshot, include: Iterable[re.Pattern[str]],
-            exclude: Iterable[re.Pattern[str]]) -> list[Target]:
-    """Every local tag that is not filtered out, with its local digests."""
+def local_tags(snapshot: EngineSnapshot, include: Iterable[re.Pattern[str]],
+               exclude: Iterable[re.Pattern[str]]
+               ) -> Iterator[tuple[Image, reference.Reference, str]]:
+    """(image, reference, short form) of every local tag the filters let through."""
     include, exclude = list(include), list(exclude)
-    opted_out: dict[str, bool] = {}
-    for c in snapshot.containers:
-        opted_out[c.image] = opted_out.get(c.image, True) and c.drift_opt_out
-    out = []
     for image in snapshot.images:
         for tag in image.tags:
             try:
@@ -103,10 +102,19 @@ def targets(snapshot: EngineSnapshot, include: Iterable[re.Pattern[str]],
             short = ref.familiar()
             if include and not any(p.search(short) for p in include):
                 continue
-            if any(p.search(short) for p in exclude) or opted_out.get(short):
-                continue
-            out.append(Target(short, ref, image.id, local_digests(image, ref.name)))
-    return out
+            if not any(p.search(short) for p in exclude):
+                yield image, ref, short
+
+
+def targets(snapshot: EngineSnapshot, include: Iterable[re.Pattern[str]],
+            exclude: Iterable[re.Pattern[str]]) -> list[Target]:
+    """Every local tag that is not filtered out, with its local digests."""
+    opted_out: dict[str, bool] = {}
+    for c in snapshot.containers:
+        opted_out[c.image] = opted_out.get(c.image, True) and c.drift_opt_out
+    return [Target(short, ref, image.id, local_digests(image, ref.name), image.created)
+            for image, ref, short in local_tags(snapshot, include, exclude)
+            if not opted_out.get(short)]
 
 
 class UpstreamChecker:
@@ -119,13 +127,15 @@ class UpstreamChecker:
         self.engine = engine
         self.client = client
         self.store = store
+        self.content = ContentCache(client, store)
         self.include = [re.compile(p) for p in config.upstream_include]
         self.exclude = [re.compile(p) for p in config.upstream_exclude]
         self.facts = EngineFacts()
+        self._facts_lock = threading.Lock()  # the drift and the versions loops both ask
         self.states: dict[str, TagState] = {}
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
-        self._fetching: dict[str, threading.Lock] = {}
+        self._signed: dict[str, tuple[bool, float]] = {}  # digest -> (signed, checked)
         self._health: dict[str, _RegistryHealth] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(config.upstream_concurrency,
@@ -135,6 +145,10 @@ class UpstreamChecker:
     # -- engine facts ------------------------------------------------------------------------
 
     def _refresh_facts(self) -> None:
+        with self._facts_lock:
+            self._read_facts()
+
+    def _read_facts(self) -> None:
         if self.facts.read_at and time.time() - self.facts.read_at < self.config.upstream_interval:
             return
         facts = EngineFacts(read_at=time.time())
@@ -162,6 +176,11 @@ class UpstreamChecker:
         if self.config.upstream_platform:
             facts.platform = Platform.parse(self.config.upstream_platform)
         self.facts = facts
+
+    def platform(self) -> Platform:
+        """This host's platform, as the engine says (read at most once per interval)."""
+        self._refresh_facts()
+        return self.facts.platform
 
     def insecure(self, registry: str) -> bool:
         """Plain HTTP allowed: as the engine decides it, plus the configured list."""
@@ -207,6 +226,10 @@ class UpstreamChecker:
         futures = [self._pool.submit(self._check, t) for t in due]
         for f in futures:
             f.result()
+        with self._lock:
+            served = {s.upstream_digest for s in self.states.values()}
+            for digest in set(self._signed) - served:
+                del self._signed[digest]
         return self.snapshot()
 
     def snapshot(self) -> UpstreamSnapshot:
@@ -235,6 +258,7 @@ class UpstreamChecker:
                     self._record(t, "unknown", health.reason, retry_at=health.blocked_until)
                     return
                 status, digest, config_digest = self._decide(t)
+                signed, created = self._extras(t, status, digest, config_digest)
         except RegistryError as exc:
             retry_at = self._registry_failed(registry, exc) if exc.reason in \
                 REGISTRY_FAILURES else None
@@ -246,7 +270,33 @@ class UpstreamChecker:
             return
         with self._lock:
             self._health.pop(registry, None)
-        self._record(t, status, "", digest, config_digest)
+        self._record(t, status, "", digest, config_digest, signed=signed, created=created)
+
+    def _extras(self, t: Target, status: str, digest: str,
+                config_digest: str) -> tuple[bool | None, float | None]:
+        """Whether upstream's digest is signed, and when its image for this platform was built.
+
+        A current tag's image is the local one (same config), so its time costs nothing; a
+        drifted one's config blob is read once per digest. A signature found is kept; a
+        missing one is looked for again after versions.interval.
+        """
+        created = t.created
+        try:
+            if status == "drifted":
+                created = self.content.created(t.ref.domain, t.ref.path, config_digest) \
+                    if config_digest else None
+            with self._lock:
+                known = self._signed.get(digest)
+            if known is None or (not known[0] and time.time() - known[1] >
+                                 self.config.versions_interval):
+                known = (self.content.signed(t.ref.domain, t.ref.path, digest), time.time())
+                with self._lock:
+                    self._signed[digest] = known
+        except RegistryError as exc:
+            # The drift state is decided; what could not be read stays unknown (absent).
+            log.info("signature or build time of %s not read: %s", t.image, exc)
+            return None, (None if status == "drifted" else created)
+        return known[0], created
 
     def _registry_failed(self, registry: str, exc: RegistryError) -> float:
         with self._lock:
@@ -264,18 +314,7 @@ class UpstreamChecker:
             return health.blocked_until
 
     def _fetch(self, t: Target, digest: str) -> Manifest:
-        """A manifest by digest, fetched once however many checks want it at the same time."""
-        with self._lock:
-            lock = self._fetching.setdefault(digest, threading.Lock())
-        with lock:
-            cached = self.store.document(digest)
-            if cached:
-                return Manifest(digest, cached[0], cached[1])
-            manifest = self.client.get_manifest(t.ref.domain, t.ref.path, digest)
-            self.store.put_document(digest, manifest.media_type, manifest.body)
-        with self._lock:
-            self._fetching.pop(digest, None)
-        return manifest
+        return self.content.manifest(t.ref.domain, t.ref.path, digest)
 
     def _decide(self, t: Target) -> tuple[str, str, str]:
         """(status, upstream digest, upstream config digest for this platform)."""
@@ -306,7 +345,8 @@ class UpstreamChecker:
         return "drifted", head, config_digest
 
     def _record(self, t: Target, status: str, reason: str, digest: str = "",
-                config_digest: str = "", retry_at: float | None = None) -> None:
+                config_digest: str = "", retry_at: float | None = None,
+                signed: bool | None = None, created: float | None = None) -> None:
         now = time.time()
         if status == "drifted":
             self.store.set_drift_since(t.image, now)
@@ -322,7 +362,9 @@ class UpstreamChecker:
                 upstream_config=config_digest if known else (
                     previous.upstream_config if previous else ""),
                 checked=now if known else (previous.checked if previous else None),
-                drift_since=self.store.drift_since(t.image))
+                drift_since=self.store.drift_since(t.image),
+                signed=signed if known else (previous.signed if previous else None),
+                created=created if known else (previous.created if previous else None))
             interval = self.config.upstream_interval
             if known or reason == "no_repo_digest":
                 self._failures.pop(t.image, None)
@@ -391,8 +433,13 @@ class CentralChecker(UpstreamChecker):
         assert t.ref.tag is not None
         return "current", self.client.head_digest(t.ref.domain, t.ref.path, t.ref.tag), ""
 
+    def _extras(self, t: Target, status: str, digest: str,
+                config_digest: str) -> tuple[bool | None, float | None]:
+        return None, None  # fleet mode compares digests only
+
     def _record(self, t: Target, status: str, reason: str, digest: str = "",
-                config_digest: str = "", retry_at: float | None = None) -> None:
+                config_digest: str = "", retry_at: float | None = None,
+                signed: bool | None = None, created: float | None = None) -> None:
         changed = None
         if status != "unknown":
             known = self.store.tag_digest(t.image)

@@ -29,6 +29,9 @@ from cryptography.x509.oid import NameOID
 from tests.services import Registry, free_port
 
 EXPORTER_UA = "docker-hygiene-exporter/"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 ACCESS_LOG = re.compile(
     r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<code>\d+) .* "(?P<ua>[^"]*)"$')
 
@@ -42,6 +45,17 @@ def access_log(reg: Registry, user_agent: str = EXPORTER_UA) -> Counter[tuple[st
             kind = "manifest" if "/manifests/" in m.group("path") else (
                 "blob" if "/blobs/" in m.group("path") else "other")
             counts[(m.group("method"), kind)] += 1
+    return counts
+
+
+def registry_requests(reg: Registry) -> Counter[tuple[str, str]]:
+    """(method, path) of every request the exporter made, from the registry's access log."""
+    counts: Counter[tuple[str, str]] = Counter()
+    pattern = re.compile(r'"([A-Z]+) (\S+) HTTP/[\d.]+" \d+ .* "([^"]*)"$')
+    for line in (reg.root / "registry.log").read_text().splitlines():
+        m = pattern.search(line)
+        if m and m.group(3).startswith(EXPORTER_UA):
+            counts[(m.group(1), m.group(2))] += 1
     return counts
 
 
@@ -172,6 +186,13 @@ class FaultProxy:
         self.headers: dict[str, str] = {}
         self.delay = 0.0
         self.response_headers: dict[str, str] = {}  # added to every answer to the exporter
+        # The OCI referrers API, which Distribution 2.8 lacks: digest -> descriptors. None
+        # passes referrers requests on to the registry (which answers 404).
+        self.referrers: dict[str, list[dict]] | None = None
+        # Tag list pages (n, last, Link) as the OCI distribution spec and Distribution 3 serve
+        # them; Distribution 2.8 ignores n and answers with every tag at once.
+        self.page_tags = False
+        self.pages: list[str] = []  # the query of each tag list page asked for
         self.counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         proxy = self
@@ -210,6 +231,17 @@ class FaultProxy:
                     with proxy._lock:
                         proxy.counts[(self.command, self.path.split("?")[0])] += 1
                 mode = proxy.mode if ours else "pass"
+                found = re.fullmatch(r"/v2/.+/referrers/(sha256:[a-f0-9]{64})",
+                                     self.path.split("?")[0])
+                listing = re.fullmatch(r"/v2/(.+)/tags/list", self.path.split("?")[0])
+                if listing and proxy.page_tags and ours:
+                    self._reply(*proxy.tag_page(self.path, dict(self.headers)))
+                    return
+                if found and proxy.referrers is not None and self.command == "GET":
+                    self._reply(200, {"Content-Type": OCI_INDEX}, json.dumps({
+                        "schemaVersion": 2, "mediaType": OCI_INDEX,
+                        "manifests": proxy.referrers.get(found.group(1), [])}).encode())
+                    return
                 if mode == "status":
                     self._reply(proxy.status, proxy.headers, b'{"errors":[]}')
                     return
@@ -256,6 +288,26 @@ class FaultProxy:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    def tag_page(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        url = urlparse(path)
+        self.pages.append(url.query)
+        query = parse_qs(url.query)
+        r = httpx.get(f"http://127.0.0.1:{self.upstream_port}{url.path}", headers={
+            k: v for k, v in headers.items() if k.lower() == "authorization"})
+        if r.status_code != 200:
+            return r.status_code, {"Content-Type": "application/json"}, r.content
+        doc = r.json()
+        tags = sorted(doc.get("tags") or [])
+        if "last" in query:
+            tags = [t for t in tags if t > query["last"][0]]
+        out = {"Content-Type": "application/json"}
+        if "n" in query:
+            n = int(query["n"][0])
+            if len(tags) > n:
+                out["Link"] = f'<{url.path}?last={tags[n - 1]}&n={n}>; rel="next"'
+            tags = tags[:n]
+        return 200, out, json.dumps({"name": doc["name"], "tags": tags}).encode()
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -291,3 +343,71 @@ def put_index(address: str, repository: str, tag: str,
         "Content-Type": "application/vnd.docker.distribution.manifest.list.v2+json"})
     r.raise_for_status()
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def put_blob(address: str, repository: str, data: bytes) -> str:
+    """A monolithic blob upload (POST, then PUT with the digest), as clients do."""
+    digest = digest_of(data)
+    r = httpx.post(f"http://{address}/v2/{repository}/blobs/uploads/")
+    r.raise_for_status()
+    location = r.headers["location"]
+    if location.startswith("/"):
+        location = f"http://{address}{location}"
+    sep = "&" if "?" in location else "?"
+    r = httpx.put(f"{location}{sep}digest={digest}", content=data,
+                  headers={"Content-Type": "application/octet-stream"})
+    r.raise_for_status()
+    return digest
+
+
+def put_manifest(address: str, repository: str, tag: str, doc: dict,
+                 media_type: str = DOCKER_MANIFEST) -> str:
+    body = json.dumps(doc, indent=2).encode()
+    r = httpx.put(f"http://{address}/v2/{repository}/manifests/{tag}", content=body,
+                  headers={"Content-Type": media_type})
+    r.raise_for_status()
+    return digest_of(body)
+
+
+def get_manifest(address: str, repository: str, tag: str) -> dict:
+    r = httpx.get(f"http://{address}/v2/{repository}/manifests/{tag}",
+                  headers={"Accept": DOCKER_MANIFEST})
+    r.raise_for_status()
+    return r.json()
+
+
+def push_variant(address: str, repository: str, tag: str, base: dict, created: str,
+                 arch: str) -> str:
+    """Push ``base`` (an image manifest already in the repository) under ``tag`` with a new
+    config saying ``created`` and ``arch``: a distinct image without a build. Its digest."""
+    config = httpx.get(f"http://{address}/v2/{repository}/blobs/{base['config']['digest']}")
+    config.raise_for_status()
+    doc = config.json()
+    doc.update(created=created, architecture=arch)
+    data = json.dumps(doc).encode()
+    manifest = dict(base, config=dict(base["config"], digest=put_blob(address, repository, data),
+                                      size=len(data)))
+    return put_manifest(address, repository, tag, manifest)
+
+
+def put_cosign_signature(address: str, repository: str, signed: str) -> str:
+    """What ``cosign sign`` pushes by default: an OCI manifest under ``sha256-<hex>.sig``
+    whose layer is the simple-signing payload, with the signature in an annotation."""
+    payload = json.dumps({"critical": {"identity": {"docker-reference": repository},
+                                       "image": {"docker-manifest-digest": signed},
+                                       "type": "cosign container image signature"},
+                          "optional": None}).encode()
+    config = json.dumps({"architecture": "", "os": "", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [digest_of(payload)]}}).encode()
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                      "digest": put_blob(address, repository, config), "size": len(config)},
+           "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                       "digest": put_blob(address, repository, payload), "size": len(payload),
+                       "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQDtest"}}]}
+    return put_manifest(address, repository, signed.replace(":", "-") + ".sig", doc,
+                        OCI_MANIFEST)

@@ -71,6 +71,7 @@ class Dockerd:
 
     root: Path
     proc: subprocess.Popen | None = None
+    args: tuple[str, ...] = ()  # more dockerd flags, e.g. --registry-mirror
 
     @property
     def socket(self) -> Path:
@@ -87,7 +88,7 @@ class Dockerd:
         self.proc = subprocess.Popen(
             [dockerd, "--host", self.host, "--data-root", str(self.root / "data"),
              "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"),
-             "--iptables=false", "--ip-masq=false", "--bridge=none"],
+             "--iptables=false", "--ip-masq=false", "--bridge=none", *self.args],
             stdout=log, stderr=log, start_new_session=True)
         transport = httpx.HTTPTransport(uds=str(self.socket))
         with httpx.Client(transport=transport, base_url="http://docker") as client:
@@ -143,6 +144,11 @@ class Dockerd:
         if check and proc.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args)} failed: {proc.stderr.decode()}")
         return proc.stdout.decode()
+
+    def arch(self) -> str:
+        """The engine's architecture as platforms name it (amd64, arm64)."""
+        arch = self.cli("version", "-f", "{{.Server.Arch}}").strip()
+        return {"x86_64": "amd64", "aarch64": "arm64"}.get(arch, arch)
 
     def make_base_image(self, tag: str) -> str:
         """Import a one-binary image (busybox-static); returns its image ID."""

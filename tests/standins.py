@@ -70,13 +70,17 @@ class _StandIn:
 
 
 class DockerHub(_StandIn):
-    """GET /v2/namespaces/{ns}/repositories/{repo}; POST /v2/auth/token."""
+    """GET /v2/namespaces/{ns}/repositories/{repo}, its /tags (pages of page_size, at most
+    100, newest push first, with ``next``) and /tags/{tag}; POST /v2/auth/token."""
 
     TOKEN = "hub-jwt-for-tests"
 
     def __init__(self, repositories: dict[str, tuple[int, int, str]],
-                 login: tuple[str, str] | None = None, grow: int = 0) -> None:
+                 login: tuple[str, str] | None = None, grow: int = 0,
+                 tags: dict[str, list[dict]] | None = None) -> None:
         self.repositories = repositories  # "ns/name" -> (pull_count, star_count, last_updated)
+        # "ns/name" -> tag objects as the API gives them (name, images, tag_last_pushed, ...)
+        self.tags = tags or {}
         self.login = login
         self.grow = grow  # pulls added per read, as a busy repository would have
         self.remaining = 180
@@ -91,9 +95,14 @@ class DockerHub(_StandIn):
         return h.reply(401, {"errinfo": {}, "message": "Incorrect authentication credentials"})
 
     def get(self, h) -> None:
-        m = re.fullmatch(r"/v2/namespaces/([^/]+)/repositories/([^/]+)/?", urlparse(h.path).path)
+        url = urlparse(h.path)
         if self.login and h.headers.get("Authorization") != f"Bearer {self.TOKEN}":
             return h.reply(401, {"message": "authentication required"})
+        t = re.fullmatch(r"/v2/namespaces/([^/]+)/repositories/([^/]+)/tags(?:/([^/]+))?/?",
+                         url.path)
+        if t:
+            return self.get_tags(h, f"{t.group(1)}/{t.group(2)}", t.group(3), url.query)
+        m = re.fullmatch(r"/v2/namespaces/([^/]+)/repositories/([^/]+)/?", url.path)
         if not m or f"{m.group(1)}/{m.group(2)}" not in self.repositories:
             return h.reply(404, {"message": "object not found"})
         pulls, stars, updated = self.repositories[f"{m.group(1)}/{m.group(2)}"]
@@ -108,6 +117,42 @@ class DockerHub(_StandIn):
             "content_types": ["image"], "categories": [], "storage_size": 123456},
             {"X-RateLimit-Limit": "180", "X-RateLimit-Remaining": str(self.remaining),
              "X-RateLimit-Reset": "1795840000"})
+
+
+    def get_tags(self, h, repository: str, tag: str | None, query: str) -> None:
+        if repository not in self.tags:
+            return h.reply(404, {"message": "object not found", "errinfo": {}})
+        found = sorted(self.tags[repository], key=lambda t: t.get("tag_last_pushed", ""),
+                       reverse=True)
+        if tag is not None:
+            match = [t for t in found if t["name"] == tag]
+            return h.reply(200, match[0]) if match else h.reply(
+                404, {"message": "tag not found", "errinfo": {}})
+        params = parse_qs(query)
+        page = int(params.get("page", ["1"])[0])
+        size = min(int(params.get("page_size", ["10"])[0]), 100)
+        chunk = found[(page - 1) * size: page * size]
+        more = page * size < len(found)
+        namespace, _, name = repository.partition("/")
+        h.reply(200, {"count": len(found), "previous": None, "results": chunk,
+                      "next": f"{self.url}/v2/namespaces/{namespace}/repositories/{name}/tags"
+                              f"?page={page + 1}&page_size={size}" if more else None})
+
+
+def hub_tag(name: str, pushed: str, platforms: list[tuple[str, str]]) -> dict:
+    """A tag object in the Hub API's shape, with one image per (os, architecture)."""
+    return {
+        "id": abs(hash(name)) % 10**8, "creator": 1, "last_updater": 1,
+        "last_updater_username": "hygiene", "last_updated": pushed, "name": name,
+        "repository": 1, "full_size": 1234567, "v2": True, "tag_status": "active",
+        "tag_last_pulled": pushed, "tag_last_pushed": pushed,
+        "media_type": "application/vnd.oci.image.index.v1+json", "content_type": "image",
+        "digest": "sha256:" + "0" * 64,
+        "images": [{"architecture": arch, "features": "", "variant": None,
+                    "digest": "sha256:" + "1" * 64, "os": os_name, "os_features": "",
+                    "os_version": None, "size": 1234567, "status": "active",
+                    "last_pulled": pushed, "last_pushed": pushed}
+                   for os_name, arch in platforms]}
 
 
 class Harbor(_StandIn):

@@ -48,7 +48,7 @@ def test_bundle_writes_every_file_unchanged(tmp_path: Path) -> None:
     assert {"alerts/runbook.md", "alerts/alertmanager.example.yml",
             "dashboards/host-overview.json",
             "dashboards/provisioning/dashboards/docker-hygiene.yml"} <= set(files)
-    assert len([f for f in files if f.endswith(".rules.yml")]) == 6
+    assert len([f for f in files if f.endswith(".rules.yml")]) == 7
     # Again into the same directory: overwritten, same result.
     assert cli("bundle", "--output", str(out)).returncode == 0
     assert written(out) == files

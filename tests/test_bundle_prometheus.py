@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tests.promql import dashboards, rule_files, scan, substitute, targets
-from tests.registries import FaultProxy, access_log
+from tests.registries import FaultProxy, access_log, get_manifest, push_variant
 from tests.services import Dockerd, ExporterProcess, Prometheus, Registry, wait_for
 from tests.standins import DockerHub, Harbor
 from tests.test_upstream import publish_elsewhere, push_version
@@ -122,6 +122,10 @@ def test_rules_and_dashboards_on_a_real_prometheus(
             d.cli("rmi", ref)
             d.cli("pull", ref)
             run_container(d, name, ref)
+        # Version 2 of the drifted image, released long ago: a newer version not deployed.
+        put_variant = get_manifest(reg, "hygiene/bundle-drift", "1")
+        push_variant(reg, "hygiene/bundle-drift", "2", put_variant, "2026-01-01T00:00:00Z",
+                     d.arch())
         # Two registries behind proxies: one nearly out of quota, one refusing with 429.
         limited = started(FaultProxy(registry.port).start())
         limited.response_headers = {"ratelimit-limit": "100;w=21600",
@@ -186,6 +190,8 @@ def test_rules_and_dashboards_on_a_real_prometheus(
                 (f'increase(docker_registry_requests_total{{{sel}, code="429"}}[1m]) > 0',
                  "repeated 429 answers"),
                 (f'docker_images_dangling{{{sel}}} > 0', "a dangling image"),
+                (f'container:docker_newer_version_age_seconds{{{sel}, '
+                 'container="hygiene-bundle-drift"}', "the newer version recorded"),
         ):
             wait_query(prom, expr, what)
         # Pull counters: there, then rising (the engine's and the registry's with one more
@@ -237,6 +243,9 @@ def test_rules_and_dashboards_on_a_real_prometheus(
             "container:docker_upstream_drift_age_seconds": ', container="hygiene-bundle-drift"',
             "container:docker_image_stale_age_seconds": ', container="hygiene-bundle-stale"',
             "container:docker_image_age_seconds": ', container="hygiene-bundle-old"',
+            "container:docker_newer_version_age_seconds": ', container="hygiene-bundle-drift"',
+            "container:docker_upstream_update_age_seconds":
+                ', container="hygiene-bundle-drift"',
         }
         for name, extra in recorded.items():
             if not prom.query(f"{name}{{{sel}{extra}}}"):
@@ -281,13 +290,16 @@ def test_rules_and_dashboards_on_a_real_prometheus(
             ("DockerHygieneRegistryRateLimitLow", limited.address, {"pending", "firing"}),
             ("DockerHygieneRegistryRateLimited", refusing.address, {"firing"}),
             ("DockerHygieneUpstreamCheckFailing", refused_ref, {"pending"}),
+            ("DockerHygieneNewerVersionNotDeployed", "hygiene-bundle-drift", {"pending"}),
+            ("DockerHygieneUnsignedImageRunning", "hygiene-bundle-drift", {"pending"}),
         ]
         for alert, subject, states in wanted:
             if not any(a == alert and s in states and who == subject for a, s, who in active):
                 failures.append(f"{alert} for {subject} is not {'/'.join(sorted(states))}: "
                                 f"active alerts {sorted(active)}")
         for alert in ("DockerHygieneExporterDown", "DockerHygieneEngineDown",
-                      "DockerHygieneContainerDrifted", "DockerHygieneContainerImageStale"):
+                      "DockerHygieneContainerDrifted", "DockerHygieneContainerImageStale",
+                      "DockerHygieneUpstreamUpdateNotPulled"):
             if any(a == alert for a, _, _ in active):
                 failures.append(f"{alert} is active but must not be: {sorted(active)}")
 

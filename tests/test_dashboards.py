@@ -27,9 +27,11 @@ UIDS = {"host-overview.json": "docker-hygiene-host", "fleet.json": "docker-hygie
 REQUIRED_PANELS = {
     "host-overview.json": ["Disk usage by kind", "Reclaimable by kind", "Top images by size",
                            "Oldest images", "Oldest containers", "Dangling images",
-                           "Stale containers", "Drifted containers", "Pull rates"],
+                           "Stale containers", "Drifted containers", "Pull rates",
+                           "Newer versions", "Update maturity", "Unsigned images running"],
     "fleet.json": ["Hosts wasting most disk", "Images drifted on most hosts",
-                   "Registry rate-limit budget", "Upstream check failures"],
+                   "Registry rate-limit budget", "Upstream check failures",
+                   "Newer versions by host", "Update maturity", "Unsigned images running"],
     "registry-pulls.json": ["Docker Hub pulls", "Registry pulls", "Harbor pulls"],
 }
 

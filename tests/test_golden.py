@@ -21,6 +21,7 @@ from exporter.readers import build_engine_snapshot, parse_disk_usage, parse_time
 from exporter.refresh import Source, Status
 from exporter.snapshots import DiskSnapshot, EngineSnapshot, TagState, UpstreamSnapshot
 from exporter.state import StateStore
+from exporter.versions import ImageVersions, VersionsSnapshot
 from exporter.webhook import DistributionWebhook
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -49,11 +50,12 @@ def recorded_sources() -> tuple[Source[EngineSnapshot], Source[DiskSnapshot],
     upstream.snapshot = UpstreamSnapshot(
         states=(
             TagState("base:1", ids["base:1"], "platform_unchanged", "", "sha256:" + "1" * 64,
-                     ids["base:1"], 1795838100.0),
+                     ids["base:1"], 1795838100.0, signed=True, created=1790000000.0),
             TagState("built:1", ids["built:1"], "current", "", "sha256:" + "2" * 64, "",
-                     1795838100.0),
+                     1795838100.0, signed=False, created=1795000000.0),
             TagState("built:2", ids["built:2"], "drifted", "", "sha256:" + "3" * 64,
-                     "sha256:" + "4" * 64, 1795838100.0, 1795830000.0),
+                     "sha256:" + "4" * 64, 1795838100.0, 1795830000.0, signed=False,
+                     created=1795820000.0),
             TagState("registry.example.com:5000/team/base:1", ids["base:1"], "unknown",
                      "timeout", "", "", 1795800000.0, None),
         ),
@@ -78,7 +80,8 @@ def parts_for_golden() -> Parts:
                        "Actor": {"ID": f"{repo}:latest", "Attributes": {"name": repo}}})
     hub: Source[HubSnapshot] = Source("hub", lambda: None, 3600.0)
     hub.snapshot = HubSnapshot((HubRepository("library/busybox", 7_000_000_000, 3300,
-                                              1795000000.0),))
+                                              1795000000.0),),
+                               (("busybox:latest", 1794000000.0),))
     hub.status = Status(True, True, 0.4, 1795838000.0, "")
     webhook = DistributionWebhook("Bearer s3cret", {"127.0.0.1:5000": "internal"})
     webhook.handle("Bearer s3cret", "application/vnd.docker.distribution.events.v1+json",
@@ -87,8 +90,14 @@ def parts_for_golden() -> Parts:
     harbor: Source[HarborSnapshot] = Source("harbor", lambda: None, 3600.0)
     harbor.snapshot = HarborSnapshot((HarborRepository("harbor.example", "team", "app", 9),))
     harbor.status = Status(True, True, 0.2, 1795838000.0, "")
-    return Parts(engine, disk, upstream, 6 * 3600.0, StateStore(None), events, hub, webhook,
-                 harbor)
+    versions: Source[VersionsSnapshot] = Source("versions", lambda: None, 60.0)
+    versions.snapshot = VersionsSnapshot(
+        images=(ImageVersions("built:1", "1", "3", 2, 1795000000.0),
+                ImageVersions("built:2", "2", "", 0, None)),
+        containers=(("job", "built:2", False), ("web", "built:1", True)))
+    versions.status = Status(True, True, 0.8, 1795838100.0, "")
+    return Parts(engine=engine, disk=disk, upstream=upstream, versions=versions,
+                 store=StateStore(None), events=events, hub=hub, webhook=webhook, harbor=harbor)
 
 
 def render() -> str:

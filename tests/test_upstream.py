@@ -15,6 +15,7 @@ from tests.registries import (
     TokenServer,
     access_log,
     put_index,
+    registry_requests,
     start_htpasswd_registry,
     start_token_registry,
 )
@@ -161,24 +162,42 @@ def test_one_head_per_tag_and_no_gets_when_nothing_changed(
     for i in range(3):
         d.cli("create", "--name", f"hygiene-count-{i}", "--network", "none", refs[0],
               "/bin/busybox", "true")
-    before = access_log(registry)
-    args = ("--docker.host", d.host, "--upstream.interval", "1h",
+    before = registry_requests(registry)
+    args = ("--docker.host", d.host, "--upstream.interval", "1h", "--versions.enabled", "false",
             "--upstream.include", f"^{registry.address}/hygiene/count",
             "--state.path", str(tmp_path / "state.db"))
     for cycle in (1, 2):  # each start-up runs one cycle right away
         exp = exporter_factory(*args)
-        m = exp.wait_metrics(lambda m: all(status(m, r) == "current" for r in refs),
+        m = exp.wait_metrics(lambda m: all(status(m, r) == "current"
+                                           and m.get("docker_image_upstream_signed", image=r)
+                                           is not None for r in refs),
                              what="every tag current")
         assert m.get("docker_registry_requests_total", registry=registry.address,
                      method="HEAD", code="200") == len(refs)
         time.sleep(1.5)
-        counts = access_log(registry) - before
-        assert counts[("HEAD", "manifest")] == cycle * len(refs), counts
-        assert counts[("GET", "manifest")] == 0, counts
-        assert counts[("GET", "blob")] == 0, counts
+        counts = registry_requests(registry) - before
+        tags = [(m, p) for (m, p) in counts.elements() if "/manifests/" in p
+                and not p.endswith(".sig")]
+        assert sorted(tags) == sorted(("HEAD", p) for p in tags_of(refs) * cycle), counts
+        # Besides, per distinct digest the signature is looked for (unsigned: the referrers
+        # API, then cosign's tag), once per start-up and then once per versions.interval.
+        digests = len(refs)
+        assert sum(n for (m, p), n in counts.items() if p.endswith(".sig")) == cycle * digests
+        assert sum(n for (m, p), n in counts.items() if "/referrers/" in p) == cycle * digests
+        assert not [k for k in counts if k[0] == "GET" and ("/manifests/" in k[1]
+                                                            or "/blobs/" in k[1])], counts
         exp.stop()
     for i in range(3):
         d.cli("rm", f"hygiene-count-{i}")
+
+
+def tags_of(refs: list[str]) -> list[str]:
+    """The manifest paths of references: host/name:tag -> /v2/name/manifests/tag."""
+    out = []
+    for ref in refs:
+        name, _, tag = ref.split("/", 1)[1].rpartition(":")
+        out.append(f"/v2/{name}/manifests/{tag}")
+    return out
 
 
 def test_bearer_tokens_are_reused_per_scope(token_registry: Registry,
@@ -192,6 +211,7 @@ def test_bearer_tokens_are_reused_per_scope(token_registry: Registry,
     token_server.requests.clear()
     exp = exporter_factory("--docker.host", d.host, *FAST, "--docker.config",
                            str(d.root / "client-config" / "config.json"),
+                           "--versions.enabled", "false",
                            "--upstream.include", f"^{token_registry.address}/hygiene/tok")
     # Three cycles at least: every tag checked three times...
     exp.wait_metrics(lambda m: (m.get("docker_registry_requests_total",

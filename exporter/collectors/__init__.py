@@ -17,8 +17,9 @@ def cached(interval: float, what: str = "the engine") -> str:
 class SnapshotCollector:
     """Renders the latest snapshot of one source; its text is cached until that changes."""
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: Any, interval: float = 0.0) -> None:
         self.source = source
+        self.interval = interval  # how often the source is read, for the HELP texts
 
     def describe(self) -> list[Metric]:
         return []

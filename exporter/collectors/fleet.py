@@ -18,15 +18,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors import SnapshotCollector, cached
 from exporter.collectors.upstream import registry_families
-from exporter.refresh import Source
-from exporter.snapshots import UpstreamSnapshot
 
 
 class FleetCollector(SnapshotCollector):
-    def __init__(self, source: Source[UpstreamSnapshot], interval: float) -> None:
-        super().__init__(source)
-        self.interval = interval
-
     def collect(self) -> Iterator[Metric]:
         snap = self.source.snapshot
         if snap is None:

@@ -6,6 +6,7 @@ Sample output::
     docker_hub_repository_pulls_total{repository="library/nginx"} 1.2e+10
     docker_hub_repository_stars{repository="library/nginx"} 20000.0
     docker_hub_repository_last_updated_timestamp_seconds{repository="library/nginx"} 1.79e+09
+    docker_image_upstream_tag_last_pushed_timestamp_seconds{image="nginx:1.25"} 1.79e+09
     docker_registry_pulls_total{registry="registry.internal",repository="team/app"} 42.0
     docker_registry_pushes_total{registry="registry.internal",repository="team/app"} 7.0
     docker_harbor_repository_pulls_total{project="team",registry="harbor",repository="app"} 9.0
@@ -62,7 +63,13 @@ class PullsCollector:
                 stars.add_metric([r.repository], r.stars)
                 if r.last_updated is not None:
                     updated.add_metric([r.repository], r.last_updated)
-            yield from (hub_pulls, stars, updated)
+            pushed = GaugeMetricFamily(
+                "docker_image_upstream_tag_last_pushed_timestamp_seconds",
+                "When the local tag was last pushed to Docker Hub (tag_last_pushed)." + note,
+                labels=["image"])
+            for image, when in self.hub.snapshot.tags:
+                pushed.add_metric([image], when)
+            yield from (hub_pulls, stars, updated, pushed)
         if self.webhook is not None:
             pulls_by_repo, pushes, responses = self.webhook.snapshot()
             reg_pulls = CounterMetricFamily(

@@ -9,6 +9,8 @@ Sample output::
     docker_image_upstream_drift{image="nginx:1.25"} 1.0
     docker_image_upstream_drift_since_timestamp_seconds{image="nginx:1.25"} 1.7958e+09
     docker_image_upstream_last_check_timestamp_seconds{image="nginx:1.25"} 1.7958e+09
+    docker_image_upstream_signed{image="nginx:1.25"} 0.0
+    docker_image_upstream_created_timestamp_seconds{image="nginx:1.25"} 1.7957e+09
     docker_container_upstream_drift{container="web",image="nginx:1.25"} 1.0
     docker_registry_ratelimit_limit{registry="docker.io"} 100.0
     docker_registry_ratelimit_remaining{registry="docker.io"} 76.0
@@ -44,9 +46,8 @@ def container_drift(status: str, tag_image_id: str, upstream_config: str,
 class UpstreamCollector(SnapshotCollector):
     def __init__(self, source: Source[UpstreamSnapshot], engine: Source[EngineSnapshot],
                  interval: float) -> None:
-        super().__init__(source)
+        super().__init__(source, interval)
         self.engine = engine
-        self.interval = interval
 
     def cache_key(self) -> tuple[object, ...]:
         return (self.source.snapshot, self.engine.snapshot)
@@ -73,6 +74,15 @@ class UpstreamCollector(SnapshotCollector):
             "docker_image_upstream_last_check_timestamp_seconds",
             "When a check last decided the tag's state (unknown results do not count)."
             + note, labels=["image"])
+        signed = GaugeMetricFamily(
+            "docker_image_upstream_signed",
+            "1 when a signature exists for the digest the registry serves for the tag (a "
+            "cosign or notation referrer, or cosign's sha256-<digest>.sig tag), else 0; "
+            "presence only, nothing is verified." + note, labels=["image"])
+        created = GaugeMetricFamily(
+            "docker_image_upstream_created_timestamp_seconds",
+            "When the image the registry serves for the tag was built, for this platform "
+            "(from its config)." + note, labels=["image"])
         states = {}
         for s in snap.states:
             states[s.image] = s
@@ -86,7 +96,11 @@ class UpstreamCollector(SnapshotCollector):
                 since.add_metric([s.image], s.drift_since)
             if s.checked is not None:
                 checked.add_metric([s.image], s.checked)
-        yield from (status, drift, since, checked)
+            if s.signed is not None:
+                signed.add_metric([s.image], 1 if s.signed else 0)
+            if s.created is not None:
+                created.add_metric([s.image], s.created)
+        yield from (status, drift, since, checked, signed, created)
 
         containers = GaugeMetricFamily(
             "docker_container_upstream_drift",

@@ -1,0 +1,98 @@
+"""Content-addressed registry documents, fetched once: manifests, image configs, signatures.
+
+A digest names its bytes for ever, so a manifest or config read once is kept in the state
+store and never asked for again; drift checks and version checks share them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from exporter.readers import parse_timestamp
+from exporter.registry import Manifest, Platform, RegistryClient, RegistryError
+from exporter.state import StateStore
+
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+MAX_CONFIG_BYTES = 1024 * 1024
+# Artifact types of signatures in the referrers API: cosign (legacy and sigstore bundle) and
+# Notary v2 (notation).
+SIGNATURE_TYPES = frozenset({
+    "application/vnd.dev.cosign.artifact.sig.v1+json",
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.cncf.notary.signature",
+})
+
+
+class ContentCache:
+    def __init__(self, client: RegistryClient, store: StateStore) -> None:
+        self.client = client
+        self.store = store
+        # Striped: checks wanting the same digest at once wait for one fetch, without a
+        # lock per digest kept for ever.
+        self._locks = tuple(threading.Lock() for _ in range(64))
+
+    def _once(self, digest: str) -> threading.Lock:
+        return self._locks[hash(digest) % len(self._locks)]
+
+    def manifest(self, registry: str, repository: str, digest: str) -> Manifest:
+        """A manifest by digest, fetched once however many checks want it at the same time."""
+        with self._once(digest):
+            cached = self.store.document(digest)
+            if cached:
+                return Manifest(digest, cached[0], cached[1])
+            manifest = self.client.get_manifest(registry, repository, digest)
+            self.store.put_document(digest, manifest.media_type, manifest.body)
+            return manifest
+
+    def config(self, registry: str, repository: str, digest: str) -> dict[str, Any]:
+        """An image config blob by digest (os, architecture, created, ...)."""
+        with self._once(digest):
+            cached = self.store.document(digest)
+            if cached:
+                body = cached[1]
+            else:
+                body = self.client.get_blob(registry, repository, digest, MAX_CONFIG_BYTES)
+                self.store.put_document(digest, CONFIG_TYPE, body)
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise RegistryError("bad_response", "image config is not JSON") from None
+        if not isinstance(doc, dict):
+            raise RegistryError("bad_response", "image config is not a JSON object")
+        return doc
+
+    def for_platform(self, registry: str, repository: str, digest: str,
+                     platform: Platform) -> Manifest | None:
+        """The image manifest ``digest`` resolves to on ``platform``; None when it has none.
+
+        An index says the platform of each entry; a single manifest only in its config.
+        """
+        manifest = self.manifest(registry, repository, digest)
+        if manifest.is_index:
+            entry = manifest.platform_digest(platform)
+            return None if entry is None else self.manifest(registry, repository, entry)
+        config = manifest.config_digest()
+        if config is None:
+            return None
+        return manifest if platform.matches(self.config(registry, repository, config)) else None
+
+    def created(self, registry: str, repository: str, config_digest: str) -> float | None:
+        """The build time an image config records."""
+        return parse_timestamp(self.config(registry, repository, config_digest).get("created"))
+
+    def signed(self, registry: str, repository: str, digest: str) -> bool:
+        """A signature exists for ``digest``: a referrer of a signature type (OCI 1.1), else
+        cosign's tag ``sha256-<hex>.sig``. Presence only: nothing is verified."""
+        referrers = self.client.referrers(registry, repository, digest)
+        if referrers and any(r.get("artifactType") in SIGNATURE_TYPES for r in referrers):
+            return True
+        try:
+            self.client.head_digest(registry, repository, digest.replace(":", "-") + ".sig")
+        except RegistryError as exc:
+            if exc.reason == "not_found":
+                return False
+            raise
+        return True

@@ -1,0 +1,387 @@
+"""Newer versions: is there a newer upstream tag of the same shape as a local version tag?
+
+A tag is a version when it is numbers with dots, optionally after a ``v`` and before
+``-suffixes`` that start with a letter: ``1.25``, ``1.25.3``, ``v1.2.3``, ``1.25.3-alpine``,
+``3.18.4-bookworm``, ``2.0.0-rc.1``. Its shape is the ``v``, the number of components and the
+suffix (the variant); a newer version has the same shape and greater numbers. A first suffix
+like ``rc1``, ``beta.2`` or ``alpha`` makes a pre-release, which counts only when the rule
+asks for them (or the local tag is one). Anything else (``latest``, ``sha256-<hex>.sig``,
+``.att``, ``.sbom``, ``1.2.3rc1``, ``2024-01-15``) is never a candidate.
+
+Tag lists are read once per ``versions.interval`` (registry ``tags/list`` with ``Link``
+pages, or the Docker Hub tags API, which also says each tag's platforms and push time) and
+kept in the state store. A candidate counts only when it has an image for this host's
+platform; the newest such is ``latest``, and its config says when it was built.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from exporter import reference
+from exporter.config import Config, VersionRule
+from exporter.hub import HubAPI, HubError, UpstreamTag
+from exporter.refresh import Source
+from exporter.registry import Platform, RegistryError
+from exporter.snapshots import EngineSnapshot
+from exporter.upstream import MIN_BACKOFF, TICK, UpstreamChecker, local_digests, local_tags
+
+log = logging.getLogger("exporter.versions")
+
+MAX_CANDIDATE_CHECKS = 20  # newest candidates per tag whose platform is looked up
+_NUMBERS = re.compile(
+    r"(?P<v>[vV]?)(?P<numbers>\d{1,9}(?:\.\d{1,9}){0,3})(?P<rest>(?:-[A-Za-z][A-Za-z0-9._]*)*)")
+_PRE = re.compile(r"(?i)(dev|snapshot|nightly|canary|alpha|beta|pre|preview|rc)[.]?(\d{0,9})")
+_PRE_RANK = {"dev": 0, "snapshot": 0, "nightly": 0, "canary": 0, "alpha": 1, "beta": 2,
+             "pre": 3, "preview": 3, "rc": 4}
+_NOT_VERSIONS = (".sig", ".att", ".sbom")
+
+
+@dataclass(frozen=True)
+class Version:
+    tag: str
+    prefix: str  # "v" or ""
+    numbers: tuple[int, ...]
+    pre: tuple[int, int] | None  # (rank, number) of a pre-release, None for a release
+    suffix: str  # the variant, e.g. "alpine" or "bookworm"
+
+    @property
+    def shape(self) -> tuple[str, int, str]:
+        return self.prefix, len(self.numbers), self.suffix
+
+    @property
+    def order(self) -> tuple[tuple[int, ...], int, tuple[int, int]]:
+        return self.numbers, 1 if self.pre is None else 0, self.pre or (0, 0)
+
+
+def parse(tag: str) -> Version | None:
+    """The version a tag names, or None when it is not one."""
+    if len(tag) > 128 or tag.startswith("sha256-") or tag.endswith(_NOT_VERSIONS):
+        return None  # 128: the longest tag the distribution spec allows
+    m = _NUMBERS.fullmatch(tag)
+    if not m:
+        return None
+    segments = [s for s in m.group("rest").split("-") if s]
+    pre = None
+    if segments:
+        p = _PRE.fullmatch(segments[0])
+        if p:
+            pre = (_PRE_RANK[p.group(1).lower()], int(p.group(2) or 0))
+            segments = segments[1:]
+    return Version(tag, m.group("v").lower(), tuple(int(n) for n in
+                                                     m.group("numbers").split(".")),
+                   pre, "-".join(segments))
+
+
+def newer(current: Version, tags: Iterable[str], rule: VersionRule) -> list[Version]:
+    """The tags that are newer versions of ``current`` under ``rule``, newest first."""
+    include = re.compile(rule.include) if rule.include else None
+    exclude = re.compile(rule.exclude) if rule.exclude else None
+    pinned = {"none": 0, "major": 1, "minor": 2}[rule.pin]
+    out = []
+    for tag in tags:
+        v = parse(tag)
+        if v is None or v.shape != current.shape or v.order <= current.order:
+            continue
+        if v.pre is not None and not (rule.prereleases or current.pre is not None):
+            continue
+        if v.numbers[:pinned] != current.numbers[:pinned]:
+            continue
+        if (include and not include.search(tag)) or (exclude and exclude.search(tag)):
+            continue
+        out.append(v)
+    return sorted(out, key=lambda v: v.order, reverse=True)
+
+
+def rule_for(image: str, rules: Iterable[VersionRule]) -> VersionRule:
+    """The first configured rule whose pattern matches the reference; the default if none."""
+    for rule in rules:
+        if re.search(rule.image, image):
+            return rule
+    return VersionRule()
+
+
+@dataclass(frozen=True)
+class ImageVersions:
+    image: str  # the local tag, short form
+    current: str
+    latest: str  # "" when no newer version exists
+    behind: int
+    latest_created: float | None  # build time of latest for this platform (Hub: push time)
+
+
+@dataclass(frozen=True)
+class VersionsSnapshot:
+    images: tuple[ImageVersions, ...]
+    containers: tuple[tuple[str, str, bool], ...]  # (container, image, newer available)
+
+
+@dataclass(frozen=True)
+class _Listing:
+    tags: tuple[UpstreamTag, ...]
+    read: float
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    has_platform: bool
+    created: float | None
+    checked: float
+
+
+@dataclass(frozen=True)
+class _Local:
+    image: str
+    ref: reference.Reference
+    version: Version
+
+
+class VersionChecker:
+    """Reads tag lists when due and compares every local version tag; the 'versions' loop."""
+
+    def __init__(self, config: Config, engine_source: Source[EngineSnapshot],
+                 upstream: UpstreamChecker, hub: HubAPI | None) -> None:
+        self.config = config
+        self.engine_source = engine_source
+        self.upstream = upstream
+        self.client = upstream.client
+        self.content = upstream.content
+        self.store = upstream.store
+        self.hub = hub
+        self._lock = threading.Lock()
+        self._listings: dict[tuple[str, str], _Listing] = {}
+        self._retry: dict[tuple[str, str], tuple[int, float]] = {}
+        self._candidates: dict[tuple[str, str, str], _Candidate] = {}
+        self._results: dict[tuple[str, VersionRule], ImageVersions] = {}
+        self._found: dict[tuple[tuple[str, str], float, str, VersionRule], list[Version]] = {}
+        self._candidate_locks = tuple(threading.Lock() for _ in range(64))
+        self._pool = ThreadPoolExecutor(min(8, config.upstream_concurrency),
+                                        thread_name_prefix="versions")
+
+    # -- what to look at ---------------------------------------------------------------------
+
+    def locals(self, snapshot: EngineSnapshot) -> list[_Local]:
+        out = []
+        for image, ref, short in local_tags(snapshot, self.upstream.include,
+                                            self.upstream.exclude):
+            version = parse(ref.tag or "")
+            # Only what came from a registry has an upstream: a local build named myapp:1.0
+            # is not compared with whatever Docker Hub has under that name.
+            if version is not None and local_digests(image, ref.name):
+                out.append(_Local(short, ref, version))
+        return out
+
+    def rules(self, snapshot: EngineSnapshot, locals_: list[_Local]
+              ) -> tuple[dict[str, VersionRule], list[tuple[str, str, VersionRule]]]:
+        """The configured rule per local tag, and per container that rule with the
+        container's own ``docker-hygiene.versions.*`` labels applied."""
+        per_image = {x.image: rule_for(x.image, self.config.versions_rules) for x in locals_}
+        per_container = [(c.name, c.image, per_image[c.image].merged(dict(c.version_labels)))
+                         for c in sorted(snapshot.containers, key=lambda c: c.name)
+                         if c.image in per_image]
+        return per_image, per_container
+
+    # -- the cycle ---------------------------------------------------------------------------
+
+    def run(self) -> VersionsSnapshot:
+        if not self.engine_source.ready.wait(30) or self.engine_source.snapshot is None:
+            raise RuntimeError("no engine snapshot yet")
+        snapshot = self.engine_source.snapshot
+        platform = self.upstream.platform()
+        locals_ = self.locals(snapshot)
+        per_image, per_container = self.rules(snapshot, locals_)
+        repos = sorted({(x.ref.domain, x.ref.path) for x in locals_})
+        listings = dict(zip(repos, self._pool.map(self._listing, repos), strict=True))
+        wanted: dict[tuple[str, VersionRule], _Local] = {}
+        for x in locals_:
+            wanted[(x.image, per_image[x.image])] = x
+        by_image = {x.image: x for x in locals_}
+        for _, image, rule in per_container:
+            wanted.setdefault((image, rule), by_image[image])
+        keys = list(wanted)
+        results = list(self._pool.map(
+            lambda k: self._evaluate(wanted[k], k[1], listings[(wanted[k].ref.domain,
+                                                                wanted[k].ref.path)],
+                                     platform), keys))
+        with self._lock:
+            fresh = {}
+            for key, result in zip(keys, results, strict=True):
+                result = result or self._results.get(key)  # a failed check keeps the last
+                if result is not None:
+                    fresh[key] = result
+            self._results = fresh
+            self._forget(repos)
+        images = tuple(fresh[(x.image, per_image[x.image])] for x in
+                       sorted(locals_, key=lambda x: x.image)
+                       if (x.image, per_image[x.image]) in fresh)
+        containers = tuple((name, image, bool(fresh[(image, rule)].latest))
+                           for name, image, rule in per_container if (image, rule) in fresh)
+        return VersionsSnapshot(images, containers)
+
+    def _forget(self, repos: list[tuple[str, str]]) -> None:
+        """Drop what belongs to repositories no local tag comes from any more."""
+        keep = set(repos)
+        for key in set(self._listings) - keep:
+            del self._listings[key]
+        for key in set(self._retry) - keep:
+            del self._retry[key]
+        for memo in list(self._found):
+            listing = self._listings.get(memo[0])
+            if listing is None or listing.read != memo[1]:
+                del self._found[memo]
+        now = time.time()
+        for key, cand in list(self._candidates.items()):
+            if key[:2] not in keep or now - cand.checked > self.config.versions_interval:
+                del self._candidates[key]
+        self.store.forget_candidates(now - self.config.versions_interval)
+
+    # -- tag lists ---------------------------------------------------------------------------
+
+    def _listing(self, repo: tuple[str, str]) -> _Listing | None:
+        """The repository's tags: kept for versions.interval, in memory and the state store."""
+        now = time.time()
+        with self._lock:
+            listing = self._listings.get(repo)
+            retry = self._retry.get(repo)
+        if listing is None:
+            listing = self._stored(repo)
+        if listing is not None and now - listing.read < self.config.versions_interval:
+            return listing
+        if retry is not None and retry[1] > now:
+            return listing  # the last one, however old, until the backoff ends
+        try:
+            tags, truncated = self._read(repo)
+        except (RegistryError, HubError) as exc:
+            with self._lock:
+                failures = (retry[0] if retry else 0) + 1
+                wait = min(self.config.versions_interval, MIN_BACKOFF * 2 ** (failures - 1))
+                self._retry[repo] = (failures, now + wait * random.uniform(1.0, 1.1))
+            if failures == 1:
+                log.warning("cannot list the tags of %s/%s: %s", repo[0], repo[1], exc)
+            return listing
+        if truncated:
+            log.warning("%s/%s has more than %d tags; reading only the first %d (see "
+                        "versions.max_tags)", repo[0], repo[1], self.config.versions_max_tags,
+                        self.config.versions_max_tags)
+        listing = _Listing(tuple(tags), now, truncated)
+        with self._lock:
+            self._listings[repo] = listing
+            self._retry.pop(repo, None)
+        self.store.put_tag_list(f"{repo[0]}/{repo[1]}", now, json.dumps(
+            [[t.name, t.platforms, t.pushed] for t in tags]), truncated)
+        return listing
+
+    def _stored(self, repo: tuple[str, str]) -> _Listing | None:
+        row = self.store.tag_list(f"{repo[0]}/{repo[1]}")
+        if row is None:
+            return None
+        read, body, truncated = row
+        try:
+            tags = tuple(UpstreamTag(str(name), tuple(platforms) if platforms is not None
+                                     else None, pushed) for name, platforms, pushed in
+                         json.loads(body))
+        except (ValueError, TypeError):
+            return None
+        listing = _Listing(tags, read, truncated)
+        with self._lock:
+            self._listings[repo] = listing
+        return listing
+
+    def _read(self, repo: tuple[str, str]) -> tuple[list[UpstreamTag], bool]:
+        domain, path = repo
+        limit = self.config.versions_max_tags
+        if domain == reference.DOCKER_HUB and self.hub is not None:
+            return self.hub.tags(path, limit)
+        names, truncated = self.client.list_tags(domain, path, limit)
+        # Only version-shaped tags are ever candidates: keep nothing else.
+        return [UpstreamTag(n, None, None) for n in names if parse(n) is not None], truncated
+
+    # -- candidates --------------------------------------------------------------------------
+
+    def _evaluate(self, local: _Local, rule: VersionRule, listing: _Listing | None,
+                  platform: Platform) -> ImageVersions | None:
+        if listing is None:
+            return None
+        tags = {t.name: t for t in listing.tags}
+        # Tag lists change once per interval: compare each local tag with one once.
+        memo = ((local.ref.domain, local.ref.path), listing.read, local.version.tag, rule)
+        with self._lock:
+            found = self._found.get(memo)
+        if found is None:
+            found = newer(local.version, tags, rule)
+            with self._lock:
+                self._found[memo] = found
+        try:
+            behind, latest = 0, None
+            for i, v in enumerate(found):
+                if i >= MAX_CANDIDATE_CHECKS:
+                    behind += len(found) - i  # counted without looking at their platforms
+                    break
+                cand = self._candidate(local.ref, tags[v.tag], platform)
+                if cand.has_platform:
+                    behind += 1
+                    latest = latest or (v.tag, cand)
+        except RegistryError as exc:
+            log.warning("checking newer versions of %s failed: %s", local.image, exc)
+            return None
+        if latest is None:
+            return ImageVersions(local.image, local.version.tag, "", 0, None)
+        return ImageVersions(local.image, local.version.tag, latest[0], behind,
+                             latest[1].created)
+
+    def _candidate(self, ref: reference.Reference, tag: UpstreamTag,
+                   platform: Platform) -> _Candidate:
+        """Whether a candidate tag has an image for ``platform``, and when it was built:
+        from the Hub API's answer, else from its manifests (kept for versions.interval)."""
+        key = (ref.domain, ref.path, tag.name)
+        # Rules evaluated side by side share candidates: one of them looks, the others wait.
+        with self._candidate_locks[hash(key) % len(self._candidate_locks)]:
+            return self._look_at(key, ref, tag, platform)
+
+    def _look_at(self, key: tuple[str, str, str], ref: reference.Reference, tag: UpstreamTag,
+                 platform: Platform) -> _Candidate:
+        now = time.time()
+        with self._lock:
+            cand = self._candidates.get(key)
+        if cand is None:
+            stored = self.store.candidate(f"{key[0]}/{key[1]}:{key[2]}")
+            if stored is not None and stored[0] == str(platform):
+                cand = _Candidate(stored[1], stored[2], stored[3])
+        if cand is not None and now - cand.checked < self.config.versions_interval:
+            return cand
+        if tag.platforms is not None:
+            match = [p for p in tag.platforms if platform.matches(p)]
+            pushed = max((p.get("last_pushed") for p in match
+                          if isinstance(p.get("last_pushed"), float | int)), default=None)
+            cand = _Candidate(bool(match), pushed or tag.pushed, now)
+        else:
+            digest = self.client.head_digest(ref.domain, ref.path, tag.name)
+            manifest = self.content.for_platform(ref.domain, ref.path, digest, platform)
+            config = manifest.config_digest() if manifest else None
+            created = self.content.created(ref.domain, ref.path, config) if config else None
+            cand = _Candidate(manifest is not None, created, now)
+        with self._lock:
+            self._candidates[key] = cand
+        self.store.put_candidate(f"{key[0]}/{key[1]}:{key[2]}", str(platform),
+                                 cand.has_platform, cand.created, cand.checked)
+        return cand
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_source(config: Config, engine: Source[EngineSnapshot], upstream: UpstreamChecker,
+                hub: HubAPI | None) -> Source[VersionsSnapshot]:
+    """The versions loop: as often as the drift loop; tag lists are read only when due."""
+    checker = VersionChecker(config, engine, upstream, hub)
+    return Source("versions", checker.run, min(config.upstream_interval, TICK), checker.close)
+
