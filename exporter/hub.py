@@ -123,7 +123,7 @@ class HubAPI:
         """The repository's tags, newest push first, with their platforms; at most ``limit``
         and MAX_HUB_TAGS, which spares the Hub API's rate limit: new versions are pushed
         last, so they are in the first pages."""
-        limit = min(limit, MAX_HUB_TAGS)
+        cap = min(limit, MAX_HUB_TAGS)
         namespace, _, name = repository.partition("/")
         out: list[UpstreamTag] = []
         page = 1
@@ -134,13 +134,14 @@ class HubAPI:
                 raise HubError(f"tags of {repository}: HTTP {r.status_code}")
             try:
                 doc = r.json()
-                results = doc["results"]
-                assert isinstance(results, list)
-            except (ValueError, KeyError, TypeError, AssertionError):
-                raise HubError(f"tags of {repository}: unexpected JSON") from None
+            except ValueError:
+                doc = None
+            results = doc.get("results") if isinstance(doc, dict) else None
+            if not isinstance(results, list):
+                raise HubError(f"tags of {repository}: unexpected JSON")
             out.extend(t for t in map(_upstream_tag, results) if t is not None)
-            if len(out) >= limit:
-                return out[:limit], True
+            if len(out) >= cap:
+                return out[:cap], cap == limit  # cut by versions.max_tags, not by design
             if not doc.get("next") or not results:
                 return out, False
             page += 1
