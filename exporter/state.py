@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS documents (
     digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL);
 """
 MAX_DOCUMENT = 4 * 1024 * 1024
+# Documents are kept up to this many bytes in all, the oldest dropped first: content-addressed,
+# a dropped one costs one GET if it is ever wanted again.
+MAX_DOCUMENTS_BYTES = 32 * 1024 * 1024
 
 
 def default_path() -> str:
@@ -51,7 +54,8 @@ class StateStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self.drift: dict[str, float] = {}
-        self.documents: dict[str, tuple[str, bytes]] = {}
+        self.documents: dict[str, tuple[str, bytes]] = {}  # oldest first
+        self._document_bytes = 0
         self.tags: dict[str, tuple[str, float]] = {}
         self.tag_lists: dict[str, tuple[float, str, bool]] = {}
         self.candidates: dict[str, tuple[str, bool, float | None, float]] = {}
@@ -68,14 +72,15 @@ class StateStore:
             db = sqlite3.connect(path, check_same_thread=False, timeout=5)
             db.executescript(_SCHEMA)
             self.drift = dict(db.execute("SELECT image, since FROM drift").fetchall())
-            self.documents = {d: (m, bytes(b)) for d, m, b in
-                              db.execute("SELECT digest, media_type, body FROM documents")}
+            self.documents = {d: (m, bytes(b)) for d, m, b in db.execute(
+                "SELECT digest, media_type, body FROM documents ORDER BY rowid")}
             self.tags = {i: (d, c) for i, d, c in
                          db.execute("SELECT image, digest, changed FROM tags")}
             self.tag_lists = {r: (t, b, bool(c)) for r, t, b, c in db.execute(
                 "SELECT repository, read, tags, truncated FROM tag_lists")}
             self.candidates = {t: (p, bool(h), c, k) for t, p, h, c, k in db.execute(
                 "SELECT tag, platform, has_platform, created, checked FROM candidates")}
+            self._document_bytes = sum(len(b) for _, b in self.documents.values())
             db.commit()
             self._db = db
         except (sqlite3.Error, OSError) as exc:
@@ -124,8 +129,13 @@ class StateStore:
         with self._lock:
             if digest not in self.documents:
                 self.documents[digest] = (media_type, body)
+                self._document_bytes += len(body)
                 self._write("INSERT OR REPLACE INTO documents VALUES (?, ?, ?)",
                             digest, media_type, body)
+                while self._document_bytes > MAX_DOCUMENTS_BYTES:
+                    oldest = next(iter(self.documents))
+                    self._document_bytes -= len(self.documents.pop(oldest)[1])
+                    self._write("DELETE FROM documents WHERE digest = ?", oldest)
 
     def tag_digest(self, image: str) -> tuple[str, float] | None:
         """Fleet mode: the digest a tag named upstream and since when."""
@@ -147,6 +157,13 @@ class StateStore:
             self.tag_lists[repository] = (read, tags, truncated)
             self._write("INSERT OR REPLACE INTO tag_lists VALUES (?, ?, ?, ?)",
                         repository, read, tags, int(truncated))
+
+    def keep_tag_lists(self, repositories: set[str]) -> None:
+        """Forget the tag lists of repositories no local tag comes from any more."""
+        with self._lock:
+            for repository in set(self.tag_lists) - repositories:
+                del self.tag_lists[repository]
+                self._write("DELETE FROM tag_lists WHERE repository = ?", repository)
 
     def candidate(self, tag: str) -> tuple[str, bool, float | None, float] | None:
         """A candidate tag ("registry/name:tag"): (platform, has an image for it, when that

@@ -243,6 +243,7 @@ class VersionChecker:
             if key[:2] not in keep or now - cand.checked > self.config.versions_interval:
                 del self._candidates[key]
         self.store.forget_candidates(now - self.config.versions_interval)
+        self.store.keep_tag_lists({f"{domain}/{path}" for domain, path in keep})
 
     # -- tag lists ---------------------------------------------------------------------------
 
@@ -300,10 +301,12 @@ class VersionChecker:
         domain, path = repo
         limit = self.config.versions_max_tags
         if domain == reference.DOCKER_HUB and self.hub is not None:
-            return self.hub.tags(path, limit)
-        names, truncated = self.client.list_tags(domain, path, limit)
+            tags, truncated = self.hub.tags(path, limit)
+        else:
+            names, truncated = self.client.list_tags(domain, path, limit)
+            tags = [UpstreamTag(n, None, None) for n in names]
         # Only version-shaped tags are ever candidates: keep nothing else.
-        return [UpstreamTag(n, None, None) for n in names if parse(n) is not None], truncated
+        return [t for t in tags if parse(t.name) is not None], truncated
 
     # -- candidates --------------------------------------------------------------------------
 

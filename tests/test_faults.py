@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter import state
 from exporter.credentials import CredentialStore
 from exporter.registry import RegistryClient, RegistryError
 from exporter.webhook import DistributionWebhook
@@ -98,6 +99,23 @@ def test_state_store_unusable(kind: str, tmp_path: Path, registry: Registry,
     finally:
         if kind == "read_only":
             subprocess.run(["umount", str(tmp_path / "ro")], check=True)
+
+
+def test_state_store_keeps_documents_bounded(tmp_path: Path, monkeypatch) -> None:
+    """Registry documents are kept up to a total size, the oldest dropped first, in memory
+    and in SQLite alike; what is dropped costs one GET when wanted again."""
+    monkeypatch.setattr(state, "MAX_DOCUMENTS_BYTES", 10_000)
+    store = state.StateStore(str(tmp_path / "state.db"))
+    for i in range(30):
+        store.put_document(f"sha256:{i:064x}", "application/json", bytes([i]) * 1000)
+    assert sorted(store.documents) == [f"sha256:{i:064x}" for i in range(20, 30)]
+    store.close()
+    reopened = state.StateStore(str(tmp_path / "state.db"))
+    assert list(reopened.documents) == [f"sha256:{i:064x}" for i in range(20, 30)]
+    reopened.put_document("sha256:" + "f" * 64, "application/json", b"x" * 1000)
+    assert "sha256:" + f"{20:064x}" not in reopened.documents
+    assert len(reopened.documents) == 10
+    reopened.close()
 
 
 def test_sigterm_stops_quickly_with_state_flushed(tmp_path: Path, registry: Registry,
