@@ -11,7 +11,8 @@ asks for them (or the local tag is one). Anything else (``latest``, ``sha256-<he
 Tag lists are read once per ``versions.interval`` (registry ``tags/list`` with ``Link``
 pages, or the Docker Hub tags API, which also says each tag's platforms and push time) and
 kept in the state store. A candidate counts only when it has an image for this host's
-platform; the newest such is ``latest``, and its config says when it was built.
+platform; the newest such is ``latest``, and the earliest build time among them says since
+when a newer version has existed.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class ImageVersions:
     current: str
     latest: str  # "" when no newer version exists
     behind: int
-    latest_created: float | None  # build time of latest for this platform (Hub: push time)
+    # The earliest build time among the newer versions for this platform (Hub: push time):
+    # a newer version has existed since then, however often the project releases.
+    first_created: float | None
 
 
 @dataclass(frozen=True)
@@ -324,7 +327,7 @@ class VersionChecker:
             with self._lock:
                 self._found[memo] = found
         try:
-            behind, latest = 0, None
+            behind, latest, first = 0, "", None
             for i, v in enumerate(found):
                 if i >= MAX_CANDIDATE_CHECKS:
                     behind += len(found) - i  # counted without looking at their platforms
@@ -332,14 +335,13 @@ class VersionChecker:
                 cand = self._candidate(local.ref, tags[v.tag], platform)
                 if cand.has_platform:
                     behind += 1
-                    latest = latest or (v.tag, cand)
+                    latest = latest or v.tag
+                    if cand.created is not None:
+                        first = cand.created if first is None else min(first, cand.created)
         except RegistryError as exc:
             log.warning("checking newer versions of %s failed: %s", local.image, exc)
             return None
-        if latest is None:
-            return ImageVersions(local.image, local.version.tag, "", 0, None)
-        return ImageVersions(local.image, local.version.tag, latest[0], behind,
-                             latest[1].created)
+        return ImageVersions(local.image, local.version.tag, latest, behind, first)
 
     def _candidate(self, ref: reference.Reference, tag: UpstreamTag,
                    platform: Platform) -> _Candidate:

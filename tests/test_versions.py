@@ -217,12 +217,15 @@ def test_newer_versions_signatures_and_age_from_a_real_registry(
     assert m.select("docker_image_newer_version_info", image=one) == [
         ({"image": one, "current": "1.2.0", "latest": "2.0.0"}, 1.0)]
     assert m.get("docker_image_versions_behind", image=one) == 3
+    # A newer version has existed since 1.2.1 was built, not only since 2.0.0 was.
     assert m.get("docker_image_newer_version_created_timestamp_seconds", image=one) == \
-        ts("2026-04-01T00:00:00Z")
+        ts("2026-01-01T00:00:00Z")
     # The configured rule for -alpine tags excludes 1.3.0-alpine: 1.2.5-alpine is the newest.
     assert m.select("docker_image_newer_version_info", image=alpine) == [
         ({"image": alpine, "current": "1.2.0-alpine", "latest": "1.2.5-alpine"}, 1.0)]
     assert m.get("docker_image_versions_behind", image=alpine) == 1
+    assert m.get("docker_image_newer_version_created_timestamp_seconds", image=alpine) == \
+        ts("2026-02-10T00:00:00Z")
     # Labels: pinned to the major version there is still 1.3.0; pinned to 1.2 with 1.2.1
     # excluded there is nothing.
     assert m.get("docker_container_newer_version_available", container="ver-any",

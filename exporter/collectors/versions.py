@@ -35,14 +35,14 @@ class VersionsCollector(SnapshotCollector):
             + note, labels=["image"])
         created = GaugeMetricFamily(
             "docker_image_newer_version_created_timestamp_seconds",
-            "When the image of the newest version was built for this platform (Docker Hub: "
-            "pushed)." + note, labels=["image"])
+            "When the first newer version's image was built for this platform (Docker Hub: "
+            "pushed): a newer version has existed since then." + note, labels=["image"])
         for v in snap.images:
             behind.add_metric([v.image], v.behind)
             if v.latest:
                 info.add_metric([v.image, v.current, v.latest], 1)
-                if v.latest_created is not None:
-                    created.add_metric([v.image], v.latest_created)
+                if v.first_created is not None:
+                    created.add_metric([v.image], v.first_created)
         yield from (info, behind, created)
         containers = GaugeMetricFamily(
             "docker_container_newer_version_available",
