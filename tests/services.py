@@ -125,12 +125,20 @@ class Dockerd:
         self.proc.wait(10)
         self.proc = None
         # Nothing reaps orphans in this sandbox: the killed containerd lingers as a zombie
-        # whose pid dockerd would take for a live containerd. A host's init reaps it.
+        # whose pid dockerd would take for a live containerd. A host's init reaps it. It
+        # may take a moment to die: wait until it is a zombie or gone, then drop its pidfile.
         with contextlib.suppress(OSError, ValueError):
             pid = int(pidfile.read_text())
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-            if state == "Z":
-                pidfile.unlink()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                except OSError:
+                    break  # gone
+                if stat.split(")")[-1].split()[0] == "Z":
+                    break
+                time.sleep(0.05)
+            pidfile.unlink()
 
     def cli(self, *args: str, input: bytes | None = None, check: bool = True,
             cwd: str | Path | None = None, env: dict[str, str] | None = None,
