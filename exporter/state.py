@@ -25,8 +25,7 @@ CREATE TABLE IF NOT EXISTS drift (image TEXT PRIMARY KEY, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tags (
     image TEXT PRIMARY KEY, digest TEXT NOT NULL, changed REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tag_lists (
-    repository TEXT PRIMARY KEY, read REAL NOT NULL, tags TEXT NOT NULL,
-    truncated INTEGER NOT NULL);
+    repository TEXT PRIMARY KEY, read REAL NOT NULL, tags TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS candidates (
     tag TEXT PRIMARY KEY, platform TEXT NOT NULL, has_platform INTEGER NOT NULL,
     created REAL, checked REAL NOT NULL);
@@ -57,7 +56,7 @@ class StateStore:
         self.documents: dict[str, tuple[str, bytes]] = {}  # oldest first
         self._document_bytes = 0
         self.tags: dict[str, tuple[str, float]] = {}
-        self.tag_lists: dict[str, tuple[float, str, bool]] = {}
+        self.tag_lists: dict[str, tuple[float, str]] = {}
         self.candidates: dict[str, tuple[str, bool, float | None, float]] = {}
         if path:
             self._open(path)
@@ -76,8 +75,8 @@ class StateStore:
                 "SELECT digest, media_type, body FROM documents ORDER BY rowid")}
             self.tags = {i: (d, c) for i, d, c in
                          db.execute("SELECT image, digest, changed FROM tags")}
-            self.tag_lists = {r: (t, b, bool(c)) for r, t, b, c in db.execute(
-                "SELECT repository, read, tags, truncated FROM tag_lists")}
+            self.tag_lists = {r: (t, b) for r, t, b in db.execute(
+                "SELECT repository, read, tags FROM tag_lists")}
             self.candidates = {t: (p, bool(h), c, k) for t, p, h, c, k in db.execute(
                 "SELECT tag, platform, has_platform, created, checked FROM candidates")}
             self._document_bytes = sum(len(b) for _, b in self.documents.values())
@@ -147,16 +146,16 @@ class StateStore:
             self.tags[image] = (digest, changed)
             self._write("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)", image, digest, changed)
 
-    def tag_list(self, repository: str) -> tuple[float, str, bool] | None:
-        """(when read, tags as JSON, whether cut at versions.max_tags)."""
+    def tag_list(self, repository: str) -> tuple[float, str] | None:
+        """(when read, tags as JSON)."""
         with self._lock:
             return self.tag_lists.get(repository)
 
-    def put_tag_list(self, repository: str, read: float, tags: str, truncated: bool) -> None:
+    def put_tag_list(self, repository: str, read: float, tags: str) -> None:
         with self._lock:
-            self.tag_lists[repository] = (read, tags, truncated)
-            self._write("INSERT OR REPLACE INTO tag_lists VALUES (?, ?, ?, ?)",
-                        repository, read, tags, int(truncated))
+            self.tag_lists[repository] = (read, tags)
+            self._write("INSERT OR REPLACE INTO tag_lists VALUES (?, ?, ?)",
+                        repository, read, tags)
 
     def keep_tag_lists(self, repositories: set[str]) -> None:
         """Forget the tag lists of repositories no local tag comes from any more."""

@@ -131,7 +131,6 @@ class VersionsSnapshot:
 class _Listing:
     tags: tuple[UpstreamTag, ...]
     read: float
-    truncated: bool
 
 
 @dataclass(frozen=True)
@@ -276,26 +275,26 @@ class VersionChecker:
             log.warning("%s/%s has more than %d tags; reading only the first %d (see "
                         "versions.max_tags)", repo[0], repo[1], self.config.versions_max_tags,
                         self.config.versions_max_tags)
-        listing = _Listing(tuple(tags), now, truncated)
+        listing = _Listing(tuple(tags), now)
         with self._lock:
             self._listings[repo] = listing
             self._retry.pop(repo, None)
         self.store.put_tag_list(f"{repo[0]}/{repo[1]}", now, json.dumps(
-            [[t.name, t.platforms, t.pushed] for t in tags]), truncated)
+            [[t.name, t.platforms, t.pushed] for t in tags]))
         return listing
 
     def _stored(self, repo: tuple[str, str]) -> _Listing | None:
         row = self.store.tag_list(f"{repo[0]}/{repo[1]}")
         if row is None:
             return None
-        read, body, truncated = row
+        read, body = row
         try:
             tags = tuple(UpstreamTag(str(name), tuple(platforms) if platforms is not None
                                      else None, pushed) for name, platforms, pushed in
                          json.loads(body))
         except (ValueError, TypeError):
             return None
-        listing = _Listing(tags, read, truncated)
+        listing = _Listing(tags, read)
         with self._lock:
             self._listings[repo] = listing
         return listing

@@ -123,9 +123,8 @@ def test_rules_and_dashboards_on_a_real_prometheus(
             d.cli("pull", ref)
             run_container(d, name, ref)
         # Version 2 of the drifted image, released long ago: a newer version not deployed.
-        put_variant = get_manifest(reg, "hygiene/bundle-drift", "1")
-        push_variant(reg, "hygiene/bundle-drift", "2", put_variant, "2026-01-01T00:00:00Z",
-                     d.arch())
+        base = get_manifest(reg, "hygiene/bundle-drift", "1")
+        push_variant(reg, "hygiene/bundle-drift", "2", base, "2026-01-01T00:00:00Z", d.arch())
         # Two registries behind proxies: one nearly out of quota, one refusing with 429.
         limited = started(FaultProxy(registry.port).start())
         limited.response_headers = {"ratelimit-limit": "100;w=21600",

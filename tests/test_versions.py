@@ -170,16 +170,16 @@ def versions_repo(dockerd: Dockerd, registry: Registry) -> Iterator[Versions]:
                    headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
     signed = r.headers["docker-content-digest"]
     put_cosign_signature(address, name, signed)
-    put_variant_body = get_manifest(address, name, "1.2.1")
+    ci_manifest = get_manifest(address, name, "1.2.1")
     with httpx.Client() as client:
-        body = httpx.Request("PUT", "http://x", json=put_variant_body).content
+        body = httpx.Request("PUT", "http://x", json=ci_manifest).content
         for i in range(1005):  # past one page of 1,000: the list needs a Link to follow
             client.put(f"http://{address}/v2/{name}/manifests/ci-{i:04d}", content=body,
-                       headers={"Content-Type": put_variant_body["mediaType"]}
+                       headers={"Content-Type": ci_manifest["mediaType"]}
                        ).raise_for_status()
         for tag in ("sha256-" + "c" * 64 + ".att", "9.9.9.sig", "sha256-" + "d" * 64 + ".sbom"):
             client.put(f"http://{address}/v2/{name}/manifests/{tag}", content=body,
-                       headers={"Content-Type": put_variant_body["mediaType"]}
+                       headers={"Content-Type": ci_manifest["mediaType"]}
                        ).raise_for_status()
     yield Versions(repo, name, signed)
 
