@@ -76,7 +76,7 @@ def format_duration(seconds: float) -> str:
 
 def _parse_listen_address(text: str) -> str:
     host, sep, port = str(text).rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not a listen address: use HOST:PORT or :PORT")
     if host.startswith("[") != host.endswith("]"):
         raise ValueError(f"{text!r} is not a listen address: unbalanced IPv6 brackets")

@@ -97,7 +97,7 @@ class HarborReader:
                                             name.removeprefix(f"{project}/"), pulls))
             total = r.headers.get("x-total-count", "")
             more = 'rel="next"' in r.headers.get("link", "")
-            if total.isdigit():
+            if total.isascii() and total.isdigit():
                 more = page * PAGE_SIZE < int(total)
             if not more or len(items) < PAGE_SIZE:
                 break

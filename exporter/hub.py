@@ -111,9 +111,10 @@ class HubAPI:
             self.blocked_until = time.time() + wait
             raise HubRateLimited(f"Hub API rate limit: retry after {wait:.0f}s")
         remaining = r.headers.get("x-ratelimit-remaining", "")
-        if remaining.isdigit() and int(remaining) == 0:
+        if remaining.isascii() and remaining.isdigit() and int(remaining) == 0:
             reset = r.headers.get("x-ratelimit-reset", "")
-            self.blocked_until = float(reset) if reset.isdigit() else time.time() + 60
+            known = reset.isascii() and reset.isdigit()
+            self.blocked_until = float(reset) if known else time.time() + 60
             log.warning("Hub API rate limit spent; resuming at %s", self.blocked_until)
         if len(r.content) > MAX_BODY:
             raise HubError(f"answer over {MAX_BODY} bytes for {path}")

@@ -140,7 +140,7 @@ def parse_retry_after(header: str | None, now: float | None = None) -> float | N
     if not header:
         return None
     header = header.strip()
-    if header.isdigit():
+    if header.isascii() and header.isdigit():
         return float(min(int(header), 86400))
     try:
         when = parsedate_to_datetime(header).timestamp()
