@@ -11,7 +11,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
-from exporter import versions
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.disk import DiskCollector
 from exporter.collectors.exporter import ExporterCollector
@@ -21,17 +20,26 @@ from exporter.collectors.pulls import PullsCollector
 from exporter.collectors.upstream import UpstreamCollector
 from exporter.collectors.versions import VersionsCollector
 from exporter.config import Config
-from exporter.engine import Engine
-from exporter.events import EventStream
 from exporter.exposition import Exposition
-from exporter.harbor import HarborReader, HarborSnapshot
-from exporter.hub import HubAPI, HubReader, HubSnapshot
-from exporter.readers import DiskReader, EngineReader
-from exporter.refresh import Source
-from exporter.snapshots import DiskSnapshot, EngineSnapshot, UpstreamSnapshot
+from exporter.snapshots import (
+    DiskSnapshot,
+    EngineSnapshot,
+    HarborSnapshot,
+    HubSnapshot,
+    UpstreamSnapshot,
+    VersionsSnapshot,
+)
+from exporter.sources.disk import DiskReader
+from exporter.sources.engine import Engine
+from exporter.sources.events import EventStream
+from exporter.sources.harbor import HarborReader
+from exporter.sources.hub import HubAPI, HubReader
+from exporter.sources.inventory import EngineReader
+from exporter.sources.loop import Source
+from exporter.sources.upstream import make_source
+from exporter.sources.versions import make_source as make_versions_source
+from exporter.sources.webhook import DistributionWebhook
 from exporter.state import StateStore
-from exporter.upstream import make_source
-from exporter.webhook import DistributionWebhook
 
 
 @dataclass
@@ -41,7 +49,7 @@ class Parts:
     engine: Source[EngineSnapshot]
     disk: Source[DiskSnapshot]
     upstream: Source[UpstreamSnapshot] | None = None
-    versions: Source[versions.VersionsSnapshot] | None = None
+    versions: Source[VersionsSnapshot] | None = None
     upstream_interval: float = 6 * 3600.0
     versions_interval: float = 12 * 3600.0
     store: StateStore | None = None
@@ -113,7 +121,7 @@ class Exporter:
             parts.store = checker.store
             parts.central = config.upstream_mode == "central"
             if config.versions_enabled and not parts.central:
-                parts.versions = versions.make_source(config, parts.engine, checker, hub_api)
+                parts.versions = make_versions_source(config, parts.engine, checker, hub_api)
         if config.events_enabled and not parts.central:
             parts.events = EventStream(config.docker_host)
         if hub_api is not None and (config.hub_local_images or config.hub_repositories):

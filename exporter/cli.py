@@ -13,8 +13,9 @@ import threading
 from collections.abc import Sequence
 
 from exporter import __version__, bundle, config, logs
-from exporter.engine import Engine, EngineError
-from exporter.readers import DiskReader, EngineReader
+from exporter.sources.disk import DiskReader
+from exporter.sources.engine import Engine, EngineError
+from exporter.sources.inventory import EngineReader
 
 log = logging.getLogger("exporter")
 
@@ -100,7 +101,7 @@ def _limit_malloc_arenas() -> None:
 
 def serve(cfg: config.Config) -> int:
     from exporter.app import Exporter
-    from exporter.http import Server
+    from exporter.web.server import Server
 
     _limit_malloc_arenas()
     exporter = Exporter(cfg)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from exporter.credentials import Credentials
+from exporter.registry.credentials import Credentials
 
 ENV_PREFIX = "DOCKER_HYGIENE_"
 DEFAULT_PORT = 10221
@@ -204,7 +204,7 @@ def _show_list(value: tuple[str, ...]) -> str:
 
 def _web_config_file(value: Any) -> str:
     """Loaded once here so a bad file is a start-up error naming the key inside it."""
-    from exporter.webconfig import WebConfigError, load
+    from exporter.web.webconfig import WebConfigError, load
 
     path = _string(value)
     try:

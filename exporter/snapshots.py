@@ -99,3 +99,47 @@ class UpstreamSnapshot:
     ratelimits: tuple[tuple[str, int | None, int | None], ...] = ()
     requests: tuple[tuple[tuple[str, str, str], int], ...] = ()
     digest_fallbacks: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageVersions:
+    image: str  # the local tag, short form
+    current: str
+    latest: str  # "" when no newer version exists
+    behind: int
+    # The earliest build time among the newer versions for this platform (Hub: push time):
+    # a newer version has existed since then, however often the project releases.
+    first_created: float | None
+
+
+@dataclass(frozen=True)
+class VersionsSnapshot:
+    images: tuple[ImageVersions, ...]
+    containers: tuple[tuple[str, str, bool], ...]  # (container, image, newer available)
+
+
+@dataclass(frozen=True)
+class HubRepository:
+    repository: str  # namespace/name, e.g. library/nginx
+    pulls: int
+    stars: int
+    last_updated: float | None
+
+
+@dataclass(frozen=True)
+class HubSnapshot:
+    repositories: tuple[HubRepository, ...]
+    tags: tuple[tuple[str, float], ...] = ()  # (local tag, tag_last_pushed)
+
+
+@dataclass(frozen=True)
+class HarborRepository:
+    registry: str
+    project: str
+    repository: str
+    pulls: int
+
+
+@dataclass(frozen=True)
+class HarborSnapshot:
+    repositories: tuple[HarborRepository, ...]

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-log = logging.getLogger("exporter.state")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS drift (image TEXT PRIMARY KEY, since REAL NOT NULL);

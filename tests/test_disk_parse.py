@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from exporter.readers import parse_disk_usage, parse_timestamp
 from exporter.snapshots import KindUsage
+from exporter.sources.disk import parse_disk_usage
+from exporter.timestamps import parse_timestamp
 from tests.test_golden import load
 
 

@@ -135,7 +135,7 @@ def test_image_series_match_docker_images(populated: Dockerd, exporter_factory) 
 
 
 def _rfc3339(text: str) -> float:
-    from exporter.readers import parse_timestamp
+    from exporter.timestamps import parse_timestamp
 
     value = parse_timestamp(text)
     assert value is not None

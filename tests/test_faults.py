@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter import state
-from exporter.credentials import CredentialStore
-from exporter.registry import RegistryClient, RegistryError
-from exporter.webhook import DistributionWebhook
+from exporter.registry.client import RegistryClient
+from exporter.registry.credentials import CredentialStore
+from exporter.registry.manifest import RegistryError
+from exporter.sources.webhook import DistributionWebhook
 from tests.registries import FaultProxy, TokenServer, start_token_registry
 from tests.services import Dockerd, ExporterProcess, Registry
 from tests.test_upstream import FAST, push_version, status
@@ -195,7 +196,7 @@ def test_registry_tls_errors(tmp_path: Path) -> None:
 
 def test_registry_backoff_grows_and_honours_retry_after() -> None:
     from exporter.config import Config
-    from exporter.upstream import MAX_BACKOFF, UpstreamChecker
+    from exporter.sources.upstream import MAX_BACKOFF, UpstreamChecker
 
     checker = UpstreamChecker(Config(), None, None, None, None)  # type: ignore[arg-type]
     waits = []

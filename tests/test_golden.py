@@ -14,15 +14,25 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from exporter.app import Parts, build_registry
-from exporter.events import EventStream
-from exporter.harbor import HarborRepository, HarborSnapshot
-from exporter.hub import HubRepository, HubSnapshot
-from exporter.readers import build_engine_snapshot, parse_disk_usage, parse_timestamp
-from exporter.refresh import Source, Status
-from exporter.snapshots import DiskSnapshot, EngineSnapshot, TagState, UpstreamSnapshot
+from exporter.snapshots import (
+    DiskSnapshot,
+    EngineSnapshot,
+    HarborRepository,
+    HarborSnapshot,
+    HubRepository,
+    HubSnapshot,
+    ImageVersions,
+    TagState,
+    UpstreamSnapshot,
+    VersionsSnapshot,
+)
+from exporter.sources.disk import parse_disk_usage
+from exporter.sources.events import EventStream
+from exporter.sources.inventory import build_engine_snapshot
+from exporter.sources.loop import Source, Status
+from exporter.sources.webhook import DistributionWebhook
 from exporter.state import StateStore
-from exporter.versions import ImageVersions, VersionsSnapshot
-from exporter.webhook import DistributionWebhook
+from exporter.timestamps import parse_timestamp
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = Path(__file__).parent / "golden" / "metrics.prom"

@@ -31,8 +31,8 @@ def code(cell: str) -> list[str]:
 
 def test_metrics_table_equals_exposition() -> None:
     from exporter.collectors.fleet import FleetCollector
-    from exporter.refresh import Source
     from exporter.snapshots import TagState, UpstreamSnapshot
+    from exporter.sources.loop import Source
 
     central: Source[UpstreamSnapshot] = Source("upstream", lambda: None, 60.0)
     central.snapshot = UpstreamSnapshot((TagState("nginx:1", "", "known", "", "sha256:" + "a" * 64,

@@ -8,17 +8,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from exporter.collectors.upstream import container_drift
-from exporter.registry import (
-    DOCKER_LIST,
-    OCI_MANIFEST,
-    Manifest,
-    Platform,
-    RegistryError,
-    parse_challenge,
-    parse_ratelimit,
-    parse_retry_after,
-)
+from exporter.decisions.drift import container_drift
+from exporter.registry.client import parse_challenge, parse_ratelimit, parse_retry_after
+from exporter.registry.manifest import DOCKER_LIST, OCI_MANIFEST, Manifest, Platform, RegistryError
 
 
 def test_bearer_challenge() -> None:

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from exporter import config as config_module
 from exporter.config import ConfigError, VersionRule
-from exporter.readers import parse_timestamp
-from exporter.versions import newer, parse, rule_for
+from exporter.decisions.versions import newer, parse, rule_for
+from exporter.timestamps import parse_timestamp
 from tests.registries import (
     OCI_MANIFEST,
     FaultProxy,

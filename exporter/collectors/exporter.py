@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter import __version__
-from exporter.refresh import Source
+from exporter.sources.loop import Source
 from exporter.state import StateStore
 
 

@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.collectors import cached
-from exporter.events import EventStream
-from exporter.harbor import HarborSnapshot
-from exporter.hub import HubSnapshot
-from exporter.refresh import Source
-from exporter.webhook import DistributionWebhook
+from exporter.snapshots import HarborSnapshot, HubSnapshot
+from exporter.sources.events import EventStream
+from exporter.sources.loop import Source
+from exporter.sources.webhook import DistributionWebhook
 
 
 class PullsCollector:

@@ -25,22 +25,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.collectors import SnapshotCollector, cached
-from exporter.refresh import Source
+from exporter.decisions.drift import container_drift
 from exporter.snapshots import UPSTREAM_STATUSES, EngineSnapshot, UpstreamSnapshot
-
-
-def container_drift(status: str, tag_image_id: str, upstream_config: str,
-                    container_image_id: str) -> int | None:
-    """1 when the container does not run what the registry serves for its tag now.
-
-    A current tag still leaves a container drifted when it runs an older image ID (pulled
-    again, never recreated); None when the tag's state is unknown.
-    """
-    if status == "drifted":
-        return 0 if upstream_config and upstream_config == container_image_id else 1
-    if status in ("current", "platform_unchanged"):
-        return 0 if container_image_id == tag_image_id else 1
-    return None
+from exporter.sources.loop import Source
 
 
 class UpstreamCollector(SnapshotCollector):

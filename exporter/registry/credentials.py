@@ -22,7 +22,7 @@ from typing import Any
 
 from exporter.reference import DOCKER_HUB
 
-log = logging.getLogger("exporter.credentials")
+log = logging.getLogger(__name__)
 
 HUB_SERVER = "https://index.docker.io/v1/"
 HELPER_TIMEOUT = 10.0

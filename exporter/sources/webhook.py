@@ -17,7 +17,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.readers import parse_timestamp
+from exporter.timestamps import parse_timestamp
 
 INDEX_TYPES = frozenset({
     "application/vnd.oci.image.index.v1+json",

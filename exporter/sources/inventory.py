@@ -1,109 +1,24 @@
-"""Source readers: turn Engine API answers into snapshots.
+"""The engine source: images and containers, and which containers went stale.
 
-The pure ``parse_*``/``build_*`` functions do the arithmetic and are tested on recorded JSON;
-the reader classes add the calls and the per-object caches that keep refreshes cheap.
+``build_engine_snapshot`` joins the Engine API's answers and is tested on recorded JSON;
+``EngineReader`` adds the calls and the per-object caches that keep refreshes cheap.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 from exporter import reference
-from exporter.engine import Engine
-from exporter.snapshots import Container, DiskSnapshot, EngineSnapshot, Image, KindUsage
-
-_ACTIVE_STATES = ("running", "paused", "restarting")
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
-
-
-def parse_timestamp(text: Any) -> float | None:
-    """RFC 3339 with nanoseconds, as the engine writes it; None for Go's zero time or junk."""
-    if not isinstance(text, str):
-        return None
-    m = _RFC3339.fullmatch(text.strip())
-    if not m or m.group(1).startswith("0001-"):
-        return None
-    frac = (m.group(2) or "0")[:6].ljust(6, "0")
-    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
-    return datetime.fromisoformat(f"{m.group(1)}.{frac}{zone}").timestamp()
-
+from exporter.snapshots import Container, EngineSnapshot, Image
+from exporter.sources.engine import Engine
+from exporter.timestamps import parse_timestamp
 
 VERSION_LABEL = "docker-hygiene.versions."
 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _usage(total: int, active: int, size: int, reclaimable: int) -> KindUsage:
-    return KindUsage(total=total, active=active, size=max(size, 0),
-                     reclaimable=min(max(reclaimable, 0), max(size, 0)))
-
-
-def _usage_new(doc: Any) -> KindUsage:
-    doc = doc if isinstance(doc, Mapping) else {}
-    return _usage(_int(doc.get("TotalCount")), _int(doc.get("ActiveCount")),
-                  _int(doc.get("TotalSize")), _int(doc.get("Reclaimable")))
-
-
-def _list(doc: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    items = doc.get(key)
-    return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
-
-
-def parse_disk_usage(doc: Mapping[str, Any]) -> DiskSnapshot:
-    """Compute the four rows of ``docker system df`` from a /system/df answer.
-
-    API 1.52 and newer answer with per-kind summaries the daemon computed itself; older
-    daemons answer with item lists, from which the figures are computed the way the docker
-    CLI computes them, so the numbers match what users see in ``docker system df``.
-    """
-    if any(k in doc for k in ("ImageUsage", "ContainerUsage", "VolumeUsage", "BuildCacheUsage")):
-        return DiskSnapshot(
-            images=_usage_new(doc.get("ImageUsage")),
-            containers=_usage_new(doc.get("ContainerUsage")),
-            volumes=_usage_new(doc.get("VolumeUsage")),
-            build_cache=_usage_new(doc.get("BuildCacheUsage")),
-        )
-
-    images = _list(doc, "Images")
-    layers = _int(doc.get("LayersSize"))
-    used = sum(
-        _int(i.get("Size")) - _int(i.get("SharedSize"))
-        for i in images
-        if _int(i.get("Containers")) > 0 and i.get("Size") != -1 and i.get("SharedSize") != -1
-    )
-    image_usage = _usage(len(images), sum(1 for i in images if _int(i.get("Containers")) > 0),
-                         layers, layers - used)
-
-    containers = _list(doc, "Containers")
-    active = [c for c in containers if any(s in str(c.get("State", "")) for s in _ACTIVE_STATES)]
-    container_usage = _usage(
-        len(containers), len(active),
-        sum(_int(c.get("SizeRw")) for c in containers),
-        sum(_int(c.get("SizeRw")) for c in containers if c not in active),
-    )
-
-    volumes = [v.get("UsageData") if isinstance(v.get("UsageData"), Mapping) else {}
-               for v in _list(doc, "Volumes")]
-    sized = [v for v in volumes if _int(v.get("Size")) >= 0 and v.get("Size") != -1]
-    volume_usage = _usage(
-        len(volumes), sum(1 for v in volumes if _int(v.get("RefCount")) > 0),
-        sum(_int(v.get("Size")) for v in sized),
-        sum(_int(v.get("Size")) for v in sized if _int(v.get("RefCount")) == 0),
-    )
-
-    cache = _list(doc, "BuildCache")
-    unshared = [c for c in cache if not c.get("Shared")]
-    cache_usage = _usage(
-        len(cache), sum(1 for c in cache if c.get("InUse")),
-        sum(_int(c.get("Size")) for c in unshared),
-        sum(_int(c.get("Size")) for c in unshared if not c.get("InUse")),
-    )
-    return DiskSnapshot(image_usage, container_usage, volume_usage, cache_usage)
 
 
 def _tags(raw: Any) -> tuple[str, ...]:
@@ -241,13 +156,3 @@ class EngineReader:
             images, containers, {k[0]: v for k, v in tag_times.items()}, config_image,
             self.engine.api_version,
         )
-
-
-class DiskReader:
-    """Calls /system/df. One call at a time: the refresh loop that owns it is single-threaded."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def read(self) -> DiskSnapshot:
-        return parse_disk_usage(self.engine.system_df())

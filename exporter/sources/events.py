@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from exporter import reference
-from exporter.engine import Engine
-from exporter.refresh import Status
+from exporter import backoff, reference
+from exporter.sources.engine import Engine
+from exporter.sources.loop import Status
 
-log = logging.getLogger("exporter.events")
+log = logging.getLogger(__name__)
 
 MAX_REPOSITORIES = 5000  # label values accepted from the stream; the rest count as "_other"
 OTHER = "_other"
@@ -136,7 +135,7 @@ class EventStream:
                 if was_connected or failures == 0:
                     log.warning("event stream disconnected: %s", str(exc)[:300])
                 failures += 1
-                wait = min(MAX_BACKOFF, 2 ** (failures - 1)) * random.uniform(0.8, 1.0)
+                wait = backoff.jittered(backoff.delay(failures, 1.0, MAX_BACKOFF))
             finally:
                 # The stream's socket is not the pool's: close it here, or each reconnect
                 # leaves one behind until the garbage collector finds it.

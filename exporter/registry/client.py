@@ -20,101 +20,28 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from exporter import __version__
-from exporter.credentials import CredentialStore
 from exporter.reference import DOCKER_HUB
+from exporter.registry.credentials import CredentialStore
+from exporter.registry.manifest import (
+    ACCEPT,
+    DIGEST,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    Manifest,
+    RegistryError,
+)
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
-MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
 TAG_PAGE = 1000
 DEFAULT_TOKEN_SECONDS = 60.0
-_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))')
-
-
-class RegistryError(Exception):
-    """A check could not be decided; ``reason`` becomes the unknown state's label."""
-
-    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None) -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str = ""
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = text.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"{text!r} is not a platform: use os/arch or os/arch/variant")
-        return cls(*parts)
-
-    def matches(self, entry: Any) -> bool:
-        if not isinstance(entry, dict):
-            return False
-        if entry.get("os") != self.os or entry.get("architecture") != self.architecture:
-            return False
-        variant = entry.get("variant") or ""
-        return not (self.variant and variant and variant != self.variant)
-
-
-@dataclass(frozen=True)
-class Manifest:
-    digest: str
-    media_type: str
-    body: bytes
-
-    def document(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            raise RegistryError("bad_response", "manifest is not JSON") from None
-        if not isinstance(doc, dict):
-            raise RegistryError("bad_response", "manifest is not a JSON object")
-        return doc
-
-    @property
-    def is_index(self) -> bool:
-        if self.media_type in INDEX_TYPES:
-            return True
-        if self.media_type in MANIFEST_TYPES:
-            return False
-        return isinstance(self.document().get("manifests"), list)
-
-    def platform_digest(self, platform: Platform) -> str | None:
-        """The digest of the index entry for ``platform`` (None when it has none)."""
-        for entry in self.document().get("manifests") or []:
-            if isinstance(entry, dict) and platform.matches(entry.get("platform")):
-                digest = entry.get("digest")
-                if isinstance(digest, str) and _DIGEST.fullmatch(digest):
-                    return digest
-        return None
-
-    def config_digest(self) -> str | None:
-        config = self.document().get("config")
-        digest = config.get("digest") if isinstance(config, dict) else None
-        return digest if isinstance(digest, str) else None
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -386,7 +313,7 @@ class RegistryClient:
         response = self._request(registry, "HEAD", f"/v2/{repository}/manifests/{tag}",
                                  repository)
         digest = response.headers.get("docker-content-digest", "").strip()
-        if _DIGEST.fullmatch(digest):
+        if DIGEST.fullmatch(digest):
             return digest
         with self._lock:
             self.digest_fallbacks[registry] += 1

@@ -1,130 +1,34 @@
-"""Newer versions: is there a newer upstream tag of the same shape as a local version tag?
-
-A tag is a version when it is numbers with dots, optionally after a ``v`` and before
-``-suffixes`` that start with a letter: ``1.25``, ``1.25.3``, ``v1.2.3``, ``1.25.3-alpine``,
-``3.18.4-bookworm``, ``2.0.0-rc.1``. Its shape is the ``v``, the number of components and the
-suffix (the variant); a newer version has the same shape and greater numbers. A first suffix
-like ``rc1``, ``beta.2`` or ``alpha`` makes a pre-release, which counts only when the rule
-asks for them (or the local tag is one). Anything else (``latest``, ``sha256-<hex>.sig``,
-``.att``, ``.sbom``, ``1.2.3rc1``, ``2024-01-15``) is never a candidate.
+"""The versions loop: reads tag lists when due and compares every local version tag.
 
 Tag lists are read once per ``versions.interval`` (registry ``tags/list`` with ``Link``
 pages, or the Docker Hub tags API, which also says each tag's platforms and push time) and
 kept in the state store. A candidate counts only when it has an image for this host's
 platform; the newest such is ``latest``, and the earliest build time among them says since
-when a newer version has existed.
+when a newer version has existed. What counts as a newer version is decided in
+``exporter.decisions.versions``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
-import re
 import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from exporter import reference
+from exporter import backoff, reference
 from exporter.config import Config, VersionRule
-from exporter.hub import HubAPI, HubError, UpstreamTag
-from exporter.refresh import Source
-from exporter.registry import Platform, RegistryError
-from exporter.snapshots import EngineSnapshot
-from exporter.upstream import MIN_BACKOFF, TICK, UpstreamChecker, local_digests, local_tags
+from exporter.decisions.versions import Version, newer, parse, rule_for
+from exporter.registry.manifest import Platform, RegistryError
+from exporter.snapshots import EngineSnapshot, ImageVersions, VersionsSnapshot
+from exporter.sources.hub import HubAPI, HubError, UpstreamTag
+from exporter.sources.loop import Source
+from exporter.sources.upstream import MIN_BACKOFF, TICK, UpstreamChecker, local_digests, local_tags
 
-log = logging.getLogger("exporter.versions")
+log = logging.getLogger(__name__)
 
 MAX_CANDIDATE_CHECKS = 20  # newest candidates per tag whose platform is looked up
-_NUMBERS = re.compile(
-    r"(?P<v>[vV]?)(?P<numbers>\d{1,9}(?:\.\d{1,9}){0,3})(?P<rest>(?:-[A-Za-z][A-Za-z0-9._]*)*)")
-_PRE = re.compile(r"(?i)(dev|snapshot|nightly|canary|alpha|beta|pre|preview|rc)[.]?(\d{0,9})")
-_PRE_RANK = {"dev": 0, "snapshot": 0, "nightly": 0, "canary": 0, "alpha": 1, "beta": 2,
-             "pre": 3, "preview": 3, "rc": 4}
-_NOT_VERSIONS = (".sig", ".att", ".sbom")
-
-
-@dataclass(frozen=True)
-class Version:
-    tag: str
-    prefix: str  # "v" or ""
-    numbers: tuple[int, ...]
-    pre: tuple[int, int] | None  # (rank, number) of a pre-release, None for a release
-    suffix: str  # the variant, e.g. "alpine" or "bookworm"
-
-    @property
-    def shape(self) -> tuple[str, int, str]:
-        return self.prefix, len(self.numbers), self.suffix
-
-    @property
-    def order(self) -> tuple[tuple[int, ...], int, tuple[int, int]]:
-        return self.numbers, 1 if self.pre is None else 0, self.pre or (0, 0)
-
-
-def parse(tag: str) -> Version | None:
-    """The version a tag names, or None when it is not one."""
-    if len(tag) > 128 or tag.startswith("sha256-") or tag.endswith(_NOT_VERSIONS):
-        return None  # 128: the longest tag the distribution spec allows
-    m = _NUMBERS.fullmatch(tag)
-    if not m:
-        return None
-    segments = [s for s in m.group("rest").split("-") if s]
-    pre = None
-    if segments:
-        p = _PRE.fullmatch(segments[0])
-        if p:
-            pre = (_PRE_RANK[p.group(1).lower()], int(p.group(2) or 0))
-            segments = segments[1:]
-    return Version(tag, m.group("v").lower(), tuple(int(n) for n in
-                                                     m.group("numbers").split(".")),
-                   pre, "-".join(segments))
-
-
-def newer(current: Version, tags: Iterable[str], rule: VersionRule) -> list[Version]:
-    """The tags that are newer versions of ``current`` under ``rule``, newest first."""
-    include = re.compile(rule.include) if rule.include else None
-    exclude = re.compile(rule.exclude) if rule.exclude else None
-    pinned = {"none": 0, "major": 1, "minor": 2}[rule.pin]
-    out = []
-    for tag in tags:
-        v = parse(tag)
-        if v is None or v.shape != current.shape or v.order <= current.order:
-            continue
-        if v.pre is not None and not (rule.prereleases or current.pre is not None):
-            continue
-        if v.numbers[:pinned] != current.numbers[:pinned]:
-            continue
-        if (include and not include.search(tag)) or (exclude and exclude.search(tag)):
-            continue
-        out.append(v)
-    return sorted(out, key=lambda v: v.order, reverse=True)
-
-
-def rule_for(image: str, rules: Iterable[VersionRule]) -> VersionRule:
-    """The first configured rule whose pattern matches the reference; the default if none."""
-    for rule in rules:
-        if re.search(rule.image, image):
-            return rule
-    return VersionRule()
-
-
-@dataclass(frozen=True)
-class ImageVersions:
-    image: str  # the local tag, short form
-    current: str
-    latest: str  # "" when no newer version exists
-    behind: int
-    # The earliest build time among the newer versions for this platform (Hub: push time):
-    # a newer version has existed since then, however often the project releases.
-    first_created: float | None
-
-
-@dataclass(frozen=True)
-class VersionsSnapshot:
-    images: tuple[ImageVersions, ...]
-    containers: tuple[tuple[str, str, bool], ...]  # (container, image, newer available)
 
 
 @dataclass(frozen=True)
@@ -266,8 +170,8 @@ class VersionChecker:
         except (RegistryError, HubError) as exc:
             with self._lock:
                 failures = (retry[0] if retry else 0) + 1
-                wait = min(self.config.versions_interval, MIN_BACKOFF * 2 ** (failures - 1))
-                self._retry[repo] = (failures, now + wait * random.uniform(1.0, 1.1))
+                wait = backoff.delay(failures, MIN_BACKOFF, self.config.versions_interval)
+                self._retry[repo] = (failures, now + backoff.jittered(wait, 1.0, 1.1))
             if failures == 1:
                 log.warning("cannot list the tags of %s/%s: %s", repo[0], repo[1], exc)
             return listing

@@ -19,9 +19,9 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.app import Exporter
-from exporter.webconfig import WebConfig, WebConfigWatcher
+from exporter.web.webconfig import WebConfig, WebConfigWatcher
 
-log = logging.getLogger("exporter.http")
+log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
 MAX_WEBHOOK_BODY = 1024 * 1024

@@ -35,7 +35,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-log = logging.getLogger("exporter.webconfig")
+log = logging.getLogger(__name__)
 
 _VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
              "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}

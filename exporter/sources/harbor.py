@@ -7,7 +7,6 @@ page, and keeps the last good values of a project whose read failed.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -15,26 +14,14 @@ import httpx
 
 from exporter import __version__
 from exporter.config import HarborInstance
-from exporter.registry import parse_retry_after
+from exporter.registry.client import parse_retry_after
+from exporter.snapshots import HarborRepository, HarborSnapshot
 
-log = logging.getLogger("exporter.harbor")
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
 MAX_PAGES = 100  # 10,000 repositories per project at most
 MAX_BODY = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class HarborRepository:
-    registry: str
-    project: str
-    repository: str
-    pulls: int
-
-
-@dataclass(frozen=True)
-class HarborSnapshot:
-    repositories: tuple[HarborRepository, ...]
 
 
 class HarborError(Exception):

@@ -10,9 +10,10 @@ import json
 import threading
 from typing import Any
 
-from exporter.readers import parse_timestamp
-from exporter.registry import Manifest, Platform, RegistryClient, RegistryError
+from exporter.registry.client import RegistryClient
+from exporter.registry.manifest import Manifest, Platform, RegistryError
 from exporter.state import StateStore
+from exporter.timestamps import parse_timestamp
 
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 MAX_CONFIG_BYTES = 1024 * 1024

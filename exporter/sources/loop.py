@@ -5,17 +5,17 @@ ever reads the snapshot and status the loop last published, so it never waits on
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from exporter.engine import EngineError
+from exporter import backoff
+from exporter.sources.engine import EngineError
 
 T = TypeVar("T")
-log = logging.getLogger("exporter.refresh")
+log = logging.getLogger(__name__)
 
 MIN_BACKOFF = 1.0
 
@@ -78,8 +78,7 @@ class Source(Generic[T]):
     def next_wait(self) -> float:
         if self._failures == 0:
             return self.interval
-        backoff = min(self.interval, MIN_BACKOFF * 2 ** (self._failures - 1))
-        return backoff * random.uniform(0.8, 1.0)
+        return backoff.jittered(backoff.delay(self._failures, MIN_BACKOFF, self.interval))
 
     def start(self, stop: threading.Event) -> None:
         def loop() -> None:

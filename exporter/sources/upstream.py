@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-import random
 import re
 import threading
 import time
@@ -25,16 +24,18 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from exporter import reference
+from exporter import backoff, reference
 from exporter.config import Config
-from exporter.content import ContentCache
-from exporter.engine import Engine, EngineError
-from exporter.refresh import Source
-from exporter.registry import Manifest, Platform, RegistryClient, RegistryError
+from exporter.decisions import drift
+from exporter.registry.client import RegistryClient
+from exporter.registry.content import ContentCache
+from exporter.registry.manifest import Platform, RegistryError
 from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
+from exporter.sources.engine import Engine, EngineError
+from exporter.sources.loop import Source
 from exporter.state import StateStore
 
-log = logging.getLogger("exporter.upstream")
+log = logging.getLogger(__name__)
 
 # Reasons after which the registry as a whole is left alone for a while.
 REGISTRY_FAILURES = frozenset({"rate_limited", "timeout", "unreachable", "server_error",
@@ -305,44 +306,22 @@ class UpstreamChecker:
                 return health.blocked_until  # another check already backed off
             health.failures += 1
             # Not capped by the interval: a registry that keeps refusing is left alone longer.
-            backoff = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (health.failures - 1))
-            wait = exc.retry_after if exc.retry_after is not None else backoff
-            health.blocked_until = time.time() + wait * random.uniform(1.0, 1.1)
+            wait = exc.retry_after if exc.retry_after is not None else backoff.delay(
+                health.failures, MIN_BACKOFF, MAX_BACKOFF)
+            health.blocked_until = time.time() + backoff.jittered(wait, 1.0, 1.1)
             health.reason = exc.reason
             if health.failures == 1:
                 log.warning("registry %s: %s; backing off %.0fs", registry, exc, wait)
             return health.blocked_until
 
-    def _fetch(self, t: Target, digest: str) -> Manifest:
-        return self.content.manifest(t.ref.domain, t.ref.path, digest)
-
     def _decide(self, t: Target) -> tuple[str, str, str]:
         """(status, upstream digest, upstream config digest for this platform)."""
         assert t.ref.tag is not None
         head = self.client.head_digest(t.ref.domain, t.ref.path, t.ref.tag)
-        if head in t.local_digests:
-            return "current", head, ""
-        platform = self.facts.platform
-        new = self._fetch(t, head)
-        new_platform = new.platform_digest(platform) if new.is_index else head
-        if new_platform is None:
-            raise RegistryError("no_platform", f"{head} has no manifest for {platform}")
-        manifest = self._fetch(t, new_platform) if new_platform != head else new
-        config_digest = manifest.config_digest() or ""
-        if config_digest and config_digest == t.image_id:
-            return "platform_unchanged", head, config_digest
-        # Image stores that do not use the config digest as ID (containerd): compare the
-        # platform entries of the old and the new index instead.
-        for old_digest in sorted(t.local_digests):
-            if old_digest == new_platform:
-                return "platform_unchanged", head, config_digest
-            try:
-                old = self._fetch(t, old_digest)
-            except RegistryError:
-                continue
-            if old.is_index and old.platform_digest(platform) == new_platform:
-                return "platform_unchanged", head, config_digest
-        return "drifted", head, config_digest
+        decision = drift.decide(
+            drift.Local(t.image_id, t.local_digests), head, self.facts.platform,
+            lambda digest: self.content.manifest(t.ref.domain, t.ref.path, digest))
+        return decision.status, decision.digest, decision.config
 
     def _record(self, t: Target, status: str, reason: str, digest: str = "",
                 config_digest: str = "", retry_at: float | None = None,
@@ -368,12 +347,12 @@ class UpstreamChecker:
             interval = self.config.upstream_interval
             if known or reason == "no_repo_digest":
                 self._failures.pop(t.image, None)
-                wait = interval * random.uniform(0.9, 1.0)
+                wait = backoff.jittered(interval, 0.9, 1.0)
             elif retry_at is not None:
                 wait = retry_at - now
             else:
                 failures = self._failures[t.image] = self._failures.get(t.image, 0) + 1
-                wait = min(interval, MIN_BACKOFF * 2 ** (failures - 1))
+                wait = backoff.delay(failures, MIN_BACKOFF, interval)
             self._due[t.image] = now + wait
 
     def close(self) -> None:
@@ -467,7 +446,7 @@ def _parse_shard(text: str) -> tuple[int, int]:
 def make_source(config: Config, engine_source: Source[EngineSnapshot]
                 ) -> tuple[Source[UpstreamSnapshot], UpstreamChecker]:
     """The upstream source: wakes every minute (or interval) and checks what is due."""
-    from exporter.credentials import CredentialStore, default_docker_config
+    from exporter.registry.credentials import CredentialStore, default_docker_config
     from exporter.state import default_path
 
     store = StateStore(config.state_path or default_path())

@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 
 from exporter import __version__, reference
-from exporter.readers import parse_timestamp
-from exporter.refresh import Source
-from exporter.registry import parse_retry_after
-from exporter.snapshots import EngineSnapshot
+from exporter.registry.client import parse_retry_after
+from exporter.snapshots import EngineSnapshot, HubRepository, HubSnapshot
+from exporter.sources.loop import Source
+from exporter.timestamps import parse_timestamp
 
-log = logging.getLogger("exporter.hub")
+log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 MAX_REPOSITORIES = 2000
@@ -31,20 +31,6 @@ MAX_TAGS = 2000  # local Docker Hub tags whose push time is read
 TAG_PAGE = 100  # the largest page_size the tags API takes
 MAX_HUB_TAGS = 1000  # tags read per repository: the newest pushes, ten requests
 TOKEN_SECONDS = 300.0
-
-
-@dataclass(frozen=True)
-class HubRepository:
-    repository: str  # namespace/name, e.g. library/nginx
-    pulls: int
-    stars: int
-    last_updated: float | None
-
-
-@dataclass(frozen=True)
-class HubSnapshot:
-    repositories: tuple[HubRepository, ...]
-    tags: tuple[tuple[str, float], ...] = ()  # (local tag, tag_last_pushed)
 
 
 @dataclass(frozen=True)
