@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS tag_lists (
 CREATE TABLE IF NOT EXISTS candidates (
     tag TEXT PRIMARY KEY, platform TEXT NOT NULL, has_platform INTEGER NOT NULL,
     created REAL, checked REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT PRIMARY KEY, taken REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL);
 """
@@ -182,6 +184,23 @@ class StateStore:
             for tag in [t for t, v in self.candidates.items() if v[3] < older_than]:
                 del self.candidates[tag]
             self._write("DELETE FROM candidates WHERE checked < ?", older_than)
+
+    def snapshot(self, name: str) -> tuple[float, str] | None:
+        """The last snapshot a source saved under ``name``: (when taken, JSON), so ``report``
+        can say what the running exporter last knew, and how old that is."""
+        with self._lock:
+            if self._db is None:
+                return None
+            try:
+                row = self._db.execute("SELECT taken, body FROM snapshots WHERE name = ?",
+                                       (name,)).fetchone()
+            except sqlite3.Error:
+                return None
+            return (float(row[0]), str(row[1])) if row else None
+
+    def put_snapshot(self, name: str, taken: float, body: str) -> None:
+        with self._lock:
+            self._write("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", name, taken, body)
 
     def close(self) -> None:
         with self._lock:

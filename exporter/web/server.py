@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import html
 import logging
 import socket
 import ssl
@@ -19,6 +18,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.app import Exporter
+from exporter.web import pages
 from exporter.web.webconfig import WebConfig, WebConfigWatcher
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if path == exporter.config.web_telemetry_path:
             self._metrics()
-        elif path == "/":
-            self._send(200, landing_page(exporter).encode(), "text/html; charset=utf-8")
+        elif (page := pages.route(exporter, path)) is not None:
+            self._send(page.code, page.body, page.content_type)
         elif path == "/-/healthy":
             self._text(200, "Healthy\n")
         elif path == "/-/ready":
@@ -176,31 +176,3 @@ class Handler(BaseHTTPRequestHandler):
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
         self._send(200, body, content_type, headers)
-
-
-def landing_page(exporter: Exporter) -> str:
-    config = exporter.config
-    path = html.escape(config.web_telemetry_path)
-    rows = "\n".join(
-        f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(v)}</code></td></tr>"
-        for k, v in config.shown().items()
-    )
-    sources = "\n".join(
-        f"<tr><td>{html.escape(s.name)}</td><td>{'ok' if s.status.success else 'failing'}"
-        f"</td></tr>" for s in exporter.sources
-    )
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>Docker Hygiene Exporter</title></head>
-<body>
-<h1>Docker Hygiene Exporter</h1>
-<p>Version {html.escape(__version__)}</p>
-<ul>
-<li><a href="{path}">Metrics</a></li>
-<li><a href="/-/healthy">Health</a> and <a href="/-/ready">readiness</a></li>
-</ul>
-<h2>Sources</h2>
-<table>{sources}</table>
-<h2>Configuration in force</h2>
-<table>{rows}</table>
-</body></html>
-"""
