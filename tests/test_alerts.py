@@ -1,5 +1,5 @@
 """The alert rules: promtool accepts them and their unit tests pass, each alert is labelled,
-annotated, runbooked, unit-tested firing and silent, and the README's table says the same.
+annotated, runbooked, unit-tested firing and silent, and docs/operations.md's table says the same.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.services import need
 
 SEVERITIES = {"critical", "warning", "info"}
 NODE_JOB = ("=~", ".*node.*")
-README = (ROOT / "README.md").read_text()
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 
 
 def groups() -> list[tuple[Path, dict[str, Any]]]:
@@ -158,9 +158,9 @@ def test_recording_rules_are_used() -> None:
         assert uses, f"recording rule {record} is used by no alert or dashboard"
 
 
-def readme_alert_table() -> dict[str, tuple[str, str, str]]:
-    start = README.index("<!-- alerts-table:")
-    lines = README[start:].splitlines()[1:]
+def documented_alert_table() -> dict[str, tuple[str, str, str]]:
+    start = OPERATIONS.index("<!-- alerts-table:")
+    lines = OPERATIONS[start:].splitlines()[1:]
     assert lines[0].startswith("| Alert | Severity | Threshold | Meaning |"), lines[0]
     rows = {}
     for line in lines[2:]:
@@ -174,10 +174,12 @@ def readme_alert_table() -> dict[str, tuple[str, str, str]]:
     return rows
 
 
-def test_readme_alert_table_equals_rules() -> None:
-    assert README.index("## Alerts and dashboards") < README.index("<!-- alerts-table:") \
-        < README.index("## Development")
-    table = readme_alert_table()
+def test_documented_alert_table_equals_rules() -> None:
+    section = OPERATIONS.index("## Alerts and dashboards")
+    marker = OPERATIONS.index("<!-- alerts-table:")
+    assert section < marker and "\n## " not in OPERATIONS[section + 1:marker], \
+        "the alerts table belongs in the section Alerts and dashboards"
+    table = documented_alert_table()
     assert set(table) == set(alerts()), set(table) ^ set(alerts())
     for name, (severity, threshold, meaning) in table.items():
         assert severity == alerts()[name]["labels"]["severity"], name

@@ -1,4 +1,4 @@
-"""The README's reference tables are the public interface: keep them equal to the code."""
+"""The reference tables in docs/ are the public interface: keep them equal to the code."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from exporter import config
 from exporter.config import SETTINGS
 from tests.test_golden import registry_for_golden
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 
 
-def table(marker: str) -> list[list[str]]:
-    """Rows of the Markdown table that follows ``<!-- marker: ... -->``."""
-    start = README.index(f"<!-- {marker}")
-    lines = README[start:].splitlines()[1:]
+def table(doc: str, marker: str) -> list[list[str]]:
+    """Rows of the Markdown table that follows ``<!-- marker: ... -->`` in docs/<doc>."""
+    text = (DOCS / doc).read_text()
+    start = text.index(f"<!-- {marker}")
+    lines = text[start:].splitlines()[1:]
     rows = []
     for line in lines[2:]:
         if not line.startswith("|"):
@@ -44,14 +46,15 @@ def test_metrics_table_equals_exposition() -> None:
         labels = families.get(name, (f.type, set()))[1]
         families[name] = (f.type, labels | {k for s in f.samples for k in s.labels})
     documented = {}
-    for name, kind, labels, meaning in table("metrics-table"):
+    for name, kind, labels, meaning in table("metrics.md", "metrics-table"):
         assert meaning, name
         documented[code(name)[0]] = (kind, set(code(labels)))
     assert documented == families
 
 
 def test_settings_table_equals_settings() -> None:
-    rows = {(code(r[1]) or ["config.file"])[0]: r for r in table("settings-table")}
+    rows = {(code(r[1]) or ["config.file"])[0]: r
+            for r in table("configuration.md", "settings-table")}
     assert set(rows) == {"config.file"} | {s.key for s in SETTINGS}
     assert code(rows["config.file"][0]) == ["--config.file"]
     assert code(rows["config.file"][2]) == [config.ENV_PREFIX + "CONFIG_FILE"]
@@ -73,7 +76,7 @@ def test_settings_table_equals_settings() -> None:
 
 
 def test_yaml_example_is_a_valid_config(tmp_path: Path) -> None:
-    example = README.split("```yaml\n", 1)[1].split("```", 1)[0]
+    example = (DOCS / "configuration.md").read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
     f = tmp_path / "example.yml"
     f.write_text(example)
     cfg = config.build({}, environ={}, config_file=str(f))
