@@ -87,3 +87,43 @@ def test_yaml_example_is_a_valid_config(tmp_path: Path) -> None:
     defaults = config.build({}, environ={})
     assert {k: v for k, v in cfg.__dict__.items() if k != "config_file"} == {
         k: v for k, v in defaults.__dict__.items() if k != "config_file"}
+
+
+def test_readme_is_a_quick_start() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines: move reference to docs/"
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    found: set[str] = set()
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in found:
+            n += 1
+            anchor = f"{slug}-{n}"
+        found.add(anchor)
+    return found
+
+
+def test_relative_links_resolve() -> None:
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    checked = 0
+    for page in pages:
+        text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)
+        text = re.sub(r"`[^`\n]*`", "", text)
+        for target in re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", text):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+                continue
+            file, _, anchor = target.partition("#")
+            dest = (page.parent / file).resolve() if file else page
+            assert dest.exists(), f"{page.relative_to(ROOT)}: {target}: no such file"
+            assert dest.is_relative_to(ROOT), f"{page.relative_to(ROOT)}: {target} leaves the repo"
+            if anchor:
+                assert dest.suffix == ".md", f"{page.relative_to(ROOT)}: {target}"
+                assert anchor in anchors(dest), \
+                    f"{page.relative_to(ROOT)}: {target}: no heading #{anchor} in {file or 'it'}"
+            checked += 1
+    assert checked > 20, checked
