@@ -35,7 +35,7 @@ from exporter.sources.events import EventStream
 from exporter.sources.harbor import HarborReader
 from exporter.sources.hub import HubAPI, HubReader
 from exporter.sources.inventory import EngineReader
-from exporter.sources.loop import Source
+from exporter.sources.loop import Problems, Source
 from exporter.sources.upstream import make_source
 from exporter.sources.versions import make_source as make_versions_source
 from exporter.sources.webhook import DistributionWebhook
@@ -105,11 +105,12 @@ class Exporter:
         self.config = config
         engine = Engine(config.docker_host, config.docker_timeout)
         disk_engine = Engine(config.docker_host, config.collector_disk_timeout)
+        problems = Problems()  # one warning per root cause, whichever sources it stops
         parts = Parts(
             engine=Source("engine", EngineReader(engine).read,
-                          config.collector_engine_interval, engine.close),
+                          config.collector_engine_interval, engine.close, problems),
             disk=Source("disk", DiskReader(disk_engine).read, config.collector_disk_interval,
-                        disk_engine.close),
+                        disk_engine.close, problems),
             upstream_interval=config.upstream_interval,
             versions_interval=config.versions_interval,
         )
@@ -117,23 +118,27 @@ class Exporter:
         if config.hub_enabled and config.upstream_mode != "central":
             hub_api = HubAPI(config.hub_url, config.hub_username, config.hub_password_file)
         if config.upstream_mode in ("local", "central"):
-            parts.upstream, checker = make_source(config, parts.engine)
-            parts.store = checker.store
+            upstream = make_source(config, parts.engine, problems)
+            parts.upstream, parts.store = upstream.source, upstream.store
             parts.central = config.upstream_mode == "central"
             if config.versions_enabled and not parts.central:
-                parts.versions = make_versions_source(config, parts.engine, checker, hub_api)
+                parts.versions = make_versions_source(config, parts.engine, upstream, hub_api,
+                                                      problems)
         if config.events_enabled and not parts.central:
-            parts.events = EventStream(config.docker_host)
+            # A stream silent for four engine intervals is checked (and re-opened).
+            parts.events = EventStream(config.docker_host,
+                                       max(1.0, 4 * config.collector_engine_interval), problems)
         if hub_api is not None and (config.hub_local_images or config.hub_repositories):
             hub = HubReader(hub_api, config.hub_repositories, config.hub_local_images,
                             parts.engine)
-            parts.hub = Source("hub", hub.read, config.hub_interval, hub_api.close)
+            parts.hub = Source("hub", hub.read, config.hub_interval, hub_api.close, problems)
         if _webhook_secret(config):
             parts.webhook = DistributionWebhook(_webhook_secret(config),
                                                 dict(config.webhook_distribution_registries))
         if config.harbor_instances:
             harbor = HarborReader(config.harbor_instances)
-            parts.harbor = Source("harbor", harbor.read, config.harbor_interval, harbor.close)
+            parts.harbor = Source("harbor", harbor.read, config.harbor_interval, harbor.close,
+                                  problems)
         self.parts = parts
         self.engine = parts.engine
         self.sources = parts.sources

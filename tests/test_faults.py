@@ -3,7 +3,6 @@ state store, SIGTERM, a registry that misbehaves in ways not covered elsewhere, 
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import sqlite3
@@ -21,6 +20,7 @@ from exporter import state
 from exporter.registry.client import RegistryClient
 from exporter.registry.credentials import CredentialStore
 from exporter.registry.manifest import RegistryError
+from exporter.registry.policy import RequestPolicy
 from exporter.sources.webhook import DistributionWebhook
 from tests.registries import FaultProxy, TokenServer, start_token_registry
 from tests.services import Dockerd, ExporterProcess, Registry
@@ -184,30 +184,16 @@ def test_registry_tls_errors(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "tls-registry")
     reg.start(f"  tls:\n    certificate: {pki / 'server.crt'}\n    key: {pki / 'server.key'}\n")
     try:
-        client = RegistryClient(CredentialStore({}, None), insecure=lambda r: False, timeout=5)
+        client = RegistryClient(CredentialStore({}, None), insecure=lambda r: False,
+                                policy=RequestPolicy(timeout=5))
         with pytest.raises(RegistryError) as err:
             client.head_digest(reg.address, "any/repo", "latest")
         assert err.value.reason == "tls_error"
-        assert client.requests[(reg.address, "GET", "error")] == 1  # the GET /v2/ ping
+        # the GET /v2/ ping, and nothing more: the registry is left alone now
+        assert dict(client.counters().requests) == {(reg.address, "GET", "error"): 1}
         client.close()
     finally:
         reg.stop()
-
-
-def test_registry_backoff_grows_and_honours_retry_after() -> None:
-    from exporter.config import Config
-    from exporter.sources.upstream import MAX_BACKOFF, UpstreamChecker
-
-    checker = UpstreamChecker(Config(), None, None, None, None)  # type: ignore[arg-type]
-    waits = []
-    for _ in range(9):
-        blocked = checker._registry_failed("r", RegistryError("unreachable"))
-        waits.append(blocked - time.time())
-        checker._health["r"].blocked_until = 0  # as if the wait had passed
-    assert all(b > a for a, b in itertools.pairwise(waits[:7])), waits  # 30 s doubling ...
-    assert 30 <= waits[0] <= 34 and MAX_BACKOFF <= waits[-1] <= MAX_BACKOFF * 1.1  # ... to 1 h
-    blocked = checker._registry_failed("s", RegistryError("rate_limited", retry_after=500))
-    assert 500 <= blocked - time.time() <= 551
 
 
 @given(st.recursive(

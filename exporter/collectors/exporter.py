@@ -7,6 +7,8 @@ Sample output::
     docker_exporter_collector_success{collector="engine"} 1.0
     docker_exporter_collector_duration_seconds{collector="disk"} 0.0123
     docker_exporter_collector_last_success_timestamp_seconds{collector="disk"} 1.7958e+09
+    docker_exporter_collector_alive{collector="disk"} 1.0
+    docker_exporter_collector_failures_total{collector="disk"} 3.0
     docker_exporter_state_persistent 1.0
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter import __version__
 from exporter.sources.loop import Source
@@ -53,13 +55,23 @@ class ExporterCollector:
             "docker_exporter_collector_last_success_timestamp_seconds",
             "When the collector last refreshed successfully: the age of the values it serves.",
             labels=["collector"])
+        alive = GaugeMetricFamily(
+            "docker_exporter_collector_alive",
+            "1 while the collector's background loop runs, 0 if it has ended: a dead loop "
+            "never looks like a quiet one.", labels=["collector"])
+        failures = CounterMetricFamily(
+            "docker_exporter_collector_failures",
+            "Background refreshes of the collector that failed (for events: disconnects).",
+            labels=["collector"])
         for source in self.sources:
             status = source.status
             success.add_metric([source.name], 1 if status.success else 0)
             duration.add_metric([source.name], status.duration)
             if status.last_success is not None:
                 last.add_metric([source.name], status.last_success)
-        yield from (success, duration, last)
+            alive.add_metric([source.name], 1 if status.alive else 0)
+            failures.add_metric([source.name], status.failures)
+        yield from (success, duration, last, alive, failures)
         if self.store is not None:
             yield GaugeMetricFamily(
                 "docker_exporter_state_persistent",

@@ -7,7 +7,9 @@
   a registry is asked with credentials straight away, saving a 401 per request.
 - Transport: HTTPS with certificate checks; for registries the engine treats as insecure,
   HTTPS without checks and then plain HTTP, as the engine does.
-- Every response is counted per (registry, method, code); rate-limit headers are kept.
+- Every request is admitted by the request policy (``policy.py``): per-registry health and
+  back-off, concurrency, a deadline on the whole request; bodies are capped while they stream.
+  Responses are counted per (registry, method, code) there; rate-limit headers are kept.
 """
 
 from __future__ import annotations
@@ -15,18 +17,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import threading
 import time
-from collections import Counter
+from collections import OrderedDict
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from exporter import __version__
 from exporter.reference import DOCKER_HUB
+from exporter.registry import transport
 from exporter.registry.credentials import CredentialStore
 from exporter.registry.manifest import (
     ACCEPT,
@@ -36,10 +39,14 @@ from exporter.registry.manifest import (
     Manifest,
     RegistryError,
 )
+from exporter.registry.policy import Counters, RequestPolicy
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
 TAG_PAGE = 1000
+MAX_TAG_PAGES = 100  # a registry that pages without end is cut off here
+MAX_TOKENS = 1024  # cached bearer tokens, one per (realm, service, scope); oldest dropped
+MAX_HEADS = 20_000  # digests recently served, kept for fresh_for
 DEFAULT_TOKEN_SECONDS = 60.0
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))')
 
@@ -99,91 +106,75 @@ class RegistryClient:
     """Thread-safe; one instance serves every registry the exporter talks to."""
 
     def __init__(self, credentials: CredentialStore, insecure: Callable[[str], bool],
-                 timeout: float = 10.0, connections: int = 16) -> None:
+                 policy: RequestPolicy, fresh_for: float = 60.0) -> None:
         self.credentials = credentials
         self.insecure = insecure
-        self.timeout = timeout
-        self.connections = connections
-        self.requests: Counter[tuple[str, str, str]] = Counter()
-        self.ratelimit: dict[str, tuple[int | None, int | None]] = {}
-        self.digest_fallbacks: Counter[str] = Counter()
+        self.policy = policy
+        # A digest the registry served this recently is not asked for again: the drift and
+        # versions loops may want the same tag within one cycle.
+        self.fresh_for = fresh_for
         self._lock = threading.Lock()
-        self._clients: dict[tuple[str, bool], httpx.Client] = {}
+        self._clients: dict[bool, httpx.Client] = {}
         self._schemes: dict[str, str] = {}
         self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self._token_locks: dict[tuple[str, str, str], threading.Lock] = {}
-        self._first_contact: dict[str, threading.Lock] = {}
+        self._tokens: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
+        self._token_locks = tuple(threading.Lock() for _ in range(64))
+        self._heads: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
+        self._first_contact = tuple(threading.Lock() for _ in range(16))
         self._contacted: set[str] = set()
-        self.user_agent = f"docker-hygiene-exporter/{__version__}"
 
     # -- transport ---------------------------------------------------------------------------
 
     def _client(self, verify: bool) -> httpx.Client:
-        key = ("", verify)
         with self._lock:
-            client = self._clients.get(key)
+            client = self._clients.get(verify)
             if client is None:
-                limits = httpx.Limits(max_connections=self.connections * 4,
-                                      max_keepalive_connections=self.connections * 2)
-                client = httpx.Client(verify=verify, timeout=self.timeout, limits=limits,
-                                      follow_redirects=False, trust_env=False,
-                                      headers={"User-Agent": self.user_agent})
-                self._clients[key] = client
+                client = self._clients[verify] = transport.client(
+                    self.policy.timeout, verify, self.policy.per_host)
             return client
 
-    def _count(self, registry: str, method: str, code: str) -> None:
-        with self._lock:
-            self.requests[(registry, method, code)] += 1
-
-    def _send(self, registry: str, method: str, url_path: str,
-              headers: dict[str, str]) -> httpx.Response:
-        """One request, over the scheme this registry speaks; the body is capped."""
+    def _send(self, registry: str, method: str, url_path: str, headers: dict[str, str],
+              max_bytes: int = MAX_MANIFEST_BYTES) -> httpx.Response:
+        """One exchange, over the scheme this registry speaks; the body is capped while it
+        streams. Runs inside an admitted request (``_request``)."""
         host = api_host(registry)
         schemes = [self._schemes[registry]] if registry in self._schemes else (
             ["https", "http"] if self.insecure(registry) else ["https"])
         last: Exception | None = None
         for scheme in schemes:
-            verify = not self.insecure(registry)
             try:
-                response = self._stream(self._client(verify), method,
-                                        f"{scheme}://{host}{url_path}", headers)
+                response = self._fetch(not self.insecure(registry), method,
+                                       f"{scheme}://{host}{url_path}", headers, max_bytes)
             except httpx.TimeoutException as exc:
-                self._count(registry, method, "timeout")
-                raise RegistryError("timeout", f"{method} {host}") from exc
+                self.policy.count(registry, method, "timeout")
+                raise RegistryError("timeout", f"{method} {host}: no whole answer within "
+                                    f"{self.policy.timeout:g}s") from exc
             except (httpx.ConnectError, httpx.ReadError, httpx.WriteError,
                     httpx.RemoteProtocolError) as exc:
                 last = exc
                 self._schemes.pop(registry, None)
                 continue
             self._schemes[registry] = scheme
-            self._count(registry, method, str(response.status_code))
-            self._note_ratelimit(registry, response)
+            self.policy.count(registry, method, str(response.status_code))
+            self.policy.ratelimit(registry,
+                                  parse_ratelimit(response.headers.get("ratelimit-limit")),
+                                  parse_ratelimit(response.headers.get("ratelimit-remaining")))
             return response
-        self._count(registry, method, "error")
-        text = str(last)
-        if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
-            raise RegistryError("tls_error", f"{host}: {type(last).__name__}") from last
-        raise RegistryError("unreachable", f"{host}: {type(last).__name__}") from last
+        self.policy.count(registry, method, "error")
+        cause = transport.why(last)
+        if "CERTIFICATE" in cause.upper() or "SSL" in cause.upper():
+            raise RegistryError("tls_error", f"{host}: TLS: {cause}") from last
+        raise RegistryError("unreachable", f"{host}: connect: {cause}") from last
 
-    def _stream(self, client: httpx.Client, method: str, url: str,
-                headers: dict[str, str]) -> httpx.Response:
-        with client.stream(method, url, headers=headers) as response:
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > MAX_MANIFEST_BYTES:
-                    raise RegistryError("bad_response", f"body over {MAX_MANIFEST_BYTES} bytes")
-                chunks.append(chunk)
-            response._content = b"".join(chunks)
-        return response
-
-    def _note_ratelimit(self, registry: str, response: httpx.Response) -> None:
-        limit = parse_ratelimit(response.headers.get("ratelimit-limit"))
-        remaining = parse_ratelimit(response.headers.get("ratelimit-remaining"))
-        if limit is not None or remaining is not None:
-            with self._lock:
-                self.ratelimit[registry] = (limit, remaining)
+    def _fetch(self, verify: bool, method: str, url: str, headers: dict[str, str],
+               max_bytes: int) -> httpx.Response:
+        with self._client(verify).stream(method, url, headers=headers) as response:
+            body = transport.read_capped(response, max_bytes)
+            if body is None:
+                raise RegistryError("bad_response", f"{method} {url}: body over {max_bytes} "
+                                    "bytes")
+        return httpx.Response(response.status_code, headers=response.headers, content=body,
+                              request=response.request)
 
     # -- auth --------------------------------------------------------------------------------
 
@@ -210,74 +201,89 @@ class RegistryClient:
         if not realm.startswith(("https://", "http://")):
             raise RegistryError("auth_failed", "bearer challenge without a usable realm")
         key = (realm, service, scope)
-        with self._lock:
-            lock = self._token_locks.setdefault(key, threading.Lock())
-        with lock:
-            cached = self._tokens.get(key)
+        with self._token_locks[hash(key) % len(self._token_locks)]:
+            with self._lock:
+                cached = self._tokens.get(key)
             if cached and cached[0] != stale and cached[1] > time.monotonic():
                 return cached[0]
             creds = self.credentials.get(registry)
             query = {"service": service, "scope": scope} if service else {"scope": scope}
-            auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
+            headers = {"Authorization": basic_auth(creds.username, creds.password)} \
+                if creds else {}
+            url = str(httpx.URL(realm, params=query))
             try:
-                response = self._client(not self.insecure(registry)).get(
-                    realm, params=query, auth=auth)
+                response = self._fetch(not self.insecure(registry), "GET", url, headers,
+                                       MAX_TOKEN_BYTES)
             except httpx.TimeoutException as exc:
-                raise RegistryError("timeout", "token request") from exc
+                self.policy.count(registry, "TOKEN", "timeout")
+                raise RegistryError("timeout", f"token server {httpx.URL(realm).host}: no "
+                                    "whole answer in time") from exc
             except httpx.HTTPError as exc:
-                raise RegistryError("token_error", type(exc).__name__) from exc
-            self._count(registry, "TOKEN", str(response.status_code))
+                self.policy.count(registry, "TOKEN", "error")
+                raise RegistryError("token_error", f"token server {httpx.URL(realm).host}: "
+                                    f"{transport.why(exc)}") from exc
+            except RegistryError as exc:
+                self.policy.count(registry, "TOKEN", "error")
+                raise RegistryError("token_error", str(exc)) from None
+            self.policy.count(registry, "TOKEN", str(response.status_code))
             if response.status_code in (401, 403):
                 raise RegistryError("auth_failed", f"token server answered {response.status_code}")
             if response.status_code == 429:
                 raise RegistryError("rate_limited", "token server",
                                     parse_retry_after(response.headers.get("retry-after")))
-            if response.status_code != 200 or len(response.content) > MAX_TOKEN_BYTES:
+            if response.status_code != 200:
                 raise RegistryError("token_error", f"token server answered "
                                     f"{response.status_code}")
             try:
                 doc = response.json()
                 token = doc.get("token") or doc.get("access_token")
                 lifetime = float(doc.get("expires_in") or DEFAULT_TOKEN_SECONDS)
-            except (ValueError, AttributeError, TypeError):
+            except (ValueError, AttributeError, TypeError, RecursionError):
                 raise RegistryError("token_error", "token answer is not JSON") from None
             if not isinstance(token, str) or not token:
                 raise RegistryError("token_error", "token answer without a token")
+            if not math.isfinite(lifetime):
+                lifetime = DEFAULT_TOKEN_SECONDS
             lifetime = max(1.0, min(lifetime, 86400.0))
             # Renew a little early so a token does not expire between check and use.
-            self._tokens[key] = (token, time.monotonic() + lifetime - min(10.0, lifetime / 10))
+            expires = time.monotonic() + lifetime - min(10.0, lifetime / 10)
+            with self._lock:
+                self._tokens[key] = (token, expires)
+                self._tokens.move_to_end(key)
+                _evict(self._tokens, MAX_TOKENS)
             return token
 
     # -- requests ----------------------------------------------------------------------------
 
     def _request(self, registry: str, method: str, path: str, repository: str,
-                 redirects: bool = False) -> httpx.Response:
+                 redirects: bool = False, accept: str = ACCEPT) -> httpx.Response:
+        """One request, admitted by the policy, which learns how the registry fared."""
+        try:
+            with self.policy.admit(registry):
+                response = self._authorized(registry, method, path, repository, redirects,
+                                            accept)
+        except RegistryError as exc:
+            if exc.retry_at is None:  # not a refusal by the policy itself
+                self.policy.failed(registry, exc)
+            raise
+        self.policy.succeeded(registry)
+        return response
+
+    def _authorized(self, registry: str, method: str, path: str, repository: str,
+                    redirects: bool, accept: str) -> httpx.Response:
         if registry not in self._contacted:
             # Learn the registry's scheme and auth challenge once, from GET /v2/ as docker
             # does; the others wait for it instead of each collecting a 401 of their own.
-            with self._lock:
-                first = self._first_contact.setdefault(registry, threading.Lock())
-            with first:
+            with self._first_contact[hash(registry) % len(self._first_contact)]:
+                self.policy.refuse_if_blocked(registry)  # the first contact may have failed
                 if registry not in self._contacted:
-                    try:
-                        self._ping(registry)
-                    finally:
-                        self._contacted.add(registry)
-        return self._request_once(registry, method, path, repository, redirects)
-
-    def _ping(self, registry: str) -> None:
-        response = self._send(registry, "GET", "/v2/", {})
-        challenge = response.headers.get("www-authenticate")
-        if response.status_code == 401 and challenge:
-            self._challenges[registry] = parse_challenge(challenge)
-
-    def _request_once(self, registry: str, method: str, path: str,
-                      repository: str, redirects: bool = False) -> httpx.Response:
+                    self._ping(registry)
+                    self._contacted.add(registry)
         scope = f"repository:{repository}:pull"
         response = None
         sent: str | None = None
         for attempt in range(2):
-            headers = {"Accept": ACCEPT}
+            headers = {"Accept": accept}
             sent = self._auth_header(registry, scope, refused=sent if attempt else None)
             if sent:
                 headers["Authorization"] = sent
@@ -300,7 +306,7 @@ class RegistryClient:
         if code == 404:
             raise RegistryError("not_found", f"{path}")
         if code == 429:
-            raise RegistryError("rate_limited", registry,
+            raise RegistryError("rate_limited", f"{registry} answered 429",
                                 parse_retry_after(response.headers.get("retry-after")))
         if code >= 500:
             raise RegistryError("server_error", f"{registry} answered {code}")
@@ -308,16 +314,35 @@ class RegistryClient:
             raise RegistryError("bad_response", f"{registry} answered {code}")
         return response
 
+    def _ping(self, registry: str) -> None:
+        response = self._send(registry, "GET", "/v2/", {})
+        challenge = response.headers.get("www-authenticate")
+        if response.status_code == 401 and challenge:
+            self._challenges[registry] = parse_challenge(challenge)
+        elif response.status_code == 429:
+            raise RegistryError("rate_limited", f"{registry} answered 429",
+                                parse_retry_after(response.headers.get("retry-after")))
+        elif response.status_code >= 500:
+            raise RegistryError("server_error", f"{registry} answered {response.status_code}")
+
     def head_digest(self, registry: str, repository: str, tag: str) -> str:
         """The digest the registry serves for a tag now: HEAD, or GET when it omits it."""
+        key = (registry, repository, tag)
+        with self._lock:
+            recent = self._heads.get(key)
+        if recent and time.monotonic() - recent[1] < self.fresh_for:
+            return recent[0]
         response = self._request(registry, "HEAD", f"/v2/{repository}/manifests/{tag}",
                                  repository)
         digest = response.headers.get("docker-content-digest", "").strip()
-        if DIGEST.fullmatch(digest):
-            return digest
+        if not DIGEST.fullmatch(digest):
+            self.policy.fallback(registry)
+            digest = self.get_manifest(registry, repository, tag).digest
         with self._lock:
-            self.digest_fallbacks[registry] += 1
-        return self.get_manifest(registry, repository, tag).digest
+            self._heads[key] = (digest, time.monotonic())
+            self._heads.move_to_end(key)
+            _evict(self._heads, MAX_HEADS)
+        return digest
 
     def get_manifest(self, registry: str, repository: str, reference: str) -> Manifest:
         """GET a manifest by tag or digest; its digest is the sha256 of the exact bytes."""
@@ -337,45 +362,65 @@ class RegistryClient:
 
     def list_tags(self, registry: str, repository: str, limit: int) -> tuple[list[str], bool]:
         """The repository's tags, following ``Link`` pages, at most ``limit`` of them; and
-        whether the list was cut there."""
+        whether the list was cut short (at ``limit``, at MAX_TAG_PAGES pages, or because
+        the registry sent us round a page we had already read)."""
         tags: list[str] = []
         path: str | None = f"/v2/{repository}/tags/list?n={min(TAG_PAGE, limit)}"
+        seen: set[str] = set()
         while path is not None:
+            if path in seen or len(seen) >= MAX_TAG_PAGES:
+                return list(dict.fromkeys(tags)), True
+            seen.add(path)
             response = self._request(registry, "GET", path, repository)
             try:
                 page = json.loads(response.content).get("tags") or []
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 raise RegistryError("bad_response", "tag list is not JSON") from None
             if not isinstance(page, list):
                 raise RegistryError("bad_response", "tag list without a list of tags")
+            if not page:
+                break
             tags.extend(t for t in page if isinstance(t, str))
             if len(tags) >= limit:
-                return tags[:limit], True
+                return list(dict.fromkeys(tags))[:limit], True
             path = next_link(response.headers.get("link", ""), repository)
-        return tags, False
+        return list(dict.fromkeys(tags)), False
 
     def get_blob(self, registry: str, repository: str, digest: str,
                  max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
         """A small blob (an image config) by digest, checked against it. Registries that keep
-        blobs elsewhere answer with a redirect, followed without our credentials."""
-        response = self._request(registry, "GET", f"/v2/{repository}/blobs/{digest}",
-                                 repository, redirects=True)
-        if response.status_code != 200:
-            location = response.headers["location"]
-            verify = not self.insecure(registry)
-            try:
-                response = self._stream(self._client(verify), "GET", location, {})
-            except httpx.HTTPError as exc:
-                raise RegistryError("unreachable", f"blob redirect: {type(exc).__name__}") \
-                    from exc
-            self._count(registry, "GET", str(response.status_code))
-            if response.status_code != 200:
-                raise RegistryError("bad_response", f"blob redirect answered "
-                                    f"{response.status_code}")
+        blobs elsewhere answer with a redirect, followed once, without our credentials."""
+        try:
+            with self.policy.admit(registry):
+                response = self._authorized(registry, "GET", f"/v2/{repository}/blobs/{digest}",
+                                            repository, True, ACCEPT)
+                if response.status_code != 200:
+                    response = self._redirected(registry, response.headers["location"],
+                                                max_bytes)
+        except RegistryError as exc:
+            if exc.retry_at is None:
+                self.policy.failed(registry, exc)
+            raise
+        self.policy.succeeded(registry)
         body = response.content
         if len(body) > max_bytes or "sha256:" + hashlib.sha256(body).hexdigest() != digest:
             raise RegistryError("bad_response", "blob does not match its digest")
         return body
+
+    def _redirected(self, registry: str, location: str, max_bytes: int) -> httpx.Response:
+        try:
+            response = self._fetch(not self.insecure(registry), "GET", location, {}, max_bytes)
+        except httpx.TimeoutException as exc:
+            self.policy.count(registry, "GET", "timeout")
+            raise RegistryError("timeout", "blob redirect: no whole answer in time") from exc
+        except httpx.HTTPError as exc:
+            self.policy.count(registry, "GET", "error")
+            raise RegistryError("unreachable", f"blob redirect: {transport.why(exc)}") from exc
+        self.policy.count(registry, "GET", str(response.status_code))
+        if response.status_code != 200:
+            raise RegistryError("bad_response", f"blob redirect answered "
+                                f"{response.status_code}")
+        return response
 
     def referrers(self, registry: str, repository: str, digest: str) -> list[dict[str, Any]] | None:
         """Descriptors from the OCI referrers API; None when the registry does not serve it."""
@@ -388,7 +433,7 @@ class RegistryClient:
             raise
         try:
             doc = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
         entries = doc.get("manifests") if isinstance(doc, dict) else None
         return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else None
@@ -399,11 +444,11 @@ class RegistryClient:
         for client in clients:
             client.close()
 
-    def counters(self) -> tuple[tuple[tuple[str, int | None, int | None], ...],
-                                tuple[tuple[tuple[str, str, str], int], ...],
-                                tuple[tuple[str, int], ...]]:
-        """Rate-limit headers, requests and digest fallbacks so far, copied under the lock."""
-        with self._lock:
-            return (tuple(sorted((r, lim, rem) for r, (lim, rem) in self.ratelimit.items())),
-                    tuple(sorted(self.requests.items())),
-                    tuple(sorted(self.digest_fallbacks.items())))
+    def counters(self) -> Counters:
+        """Rate-limit headers, requests and digest fallbacks so far."""
+        return self.policy.counters()
+
+
+def _evict(cache: OrderedDict[Any, Any], cap: int) -> None:
+    while len(cache) > cap:
+        cache.popitem(last=False)

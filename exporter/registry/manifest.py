@@ -20,10 +20,12 @@ DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 class RegistryError(Exception):
     """A check could not be decided; ``reason`` becomes the unknown state's label."""
 
-    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None,
+                 retry_at: float | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # what the registry asked for (Retry-After), seconds
+        self.retry_at = retry_at  # when the request policy lets this registry be asked again
 
 
 @dataclass(frozen=True)

@@ -12,28 +12,72 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from docker.utils import kwargs_from_env
 
+from exporter.sources.loop import SourceError
 
-class EngineError(Exception):
-    """An Engine API call failed; ``reason`` is a short, stable word for logs."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
+class EngineError(SourceError):
+    """An Engine API call failed; ``reason`` is a short, stable word for logs.
+
+    The message names the host, the operation and the cause
+    (``unix:///var/run/docker.sock: GET /images/json: connect: No such file or directory``);
+    ``cause`` leaves the operation out, so every source failing for it shares one warning.
+    """
+
+    def __init__(self, reason: str, detail: str, host: str = "", operation: str = "") -> None:
+        where = f"{host}: " if host else ""
+        super().__init__(f"{where}{operation + ': ' if operation else ''}{detail}",
+                         f"{where}{detail}")
         self.reason = reason
         self.detail = detail
 
 
-def _classify(exc: Exception) -> EngineError:
-    if isinstance(exc, requests.exceptions.Timeout):
-        return EngineError("timeout", str(exc))
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS error of a failed call ("Connection refused"), else its text."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen or len(seen) > 50:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.strerror:
+            return item.strerror
+        stack.extend([item.__cause__, item.__context__, *item.args])
+        stack.extend(getattr(item, attr, None) for attr in ("reason", "original_error"))
+    return str(exc)[:300] or type(exc).__name__
+
+
+def _timed_out(exc: BaseException) -> bool:
+    seen = 0
+    item: BaseException | None = exc
+    while item is not None and seen < 20:
+        if isinstance(item, requests.exceptions.Timeout | urllib3.exceptions.TimeoutError |
+                      TimeoutError):
+            return True
+        item, seen = item.__cause__ or item.__context__, seen + 1
+    return False
+
+
+def _classify(exc: Exception, host: str, operation: str, timeout: float) -> EngineError:
+    if _timed_out(exc):
+        return EngineError("timeout", f"no answer within {timeout:g}s", host, operation)
     if isinstance(exc, docker.errors.APIError):
-        return EngineError("api_error", exc.explanation or str(exc))
+        return EngineError("api_error", exc.explanation or str(exc), host, operation)
     if isinstance(exc, requests.exceptions.ConnectionError | docker.errors.DockerException):
-        return EngineError("unreachable", str(exc))
+        return EngineError("unreachable", f"connect: {_root_cause(exc)}", host, operation)
     if isinstance(exc, ValueError):  # a body that is not JSON
-        return EngineError("bad_response", str(exc))
-    return EngineError("error", f"{type(exc).__name__}: {exc}")
+        return EngineError("bad_response", f"answer is not JSON: {exc}", host, operation)
+    return EngineError("error", f"{type(exc).__name__}: {exc}", host, operation)
+
+
+_OPERATIONS = {"images": "GET /images/json", "containers": "GET /containers/json",
+               "inspect_image": "GET /images/{id}/json",
+               "inspect_container": "GET /containers/{id}/json", "info": "GET /info",
+               "version": "GET /version", "events": "GET /events", "df": "GET /system/df",
+               "ping": "GET /_ping"}
 
 
 def _drop_tracebacks(exc: BaseException) -> None:
@@ -74,13 +118,19 @@ class Engine:
         return self._api
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The SDK's ``method``, or a function of the SDK client given as the first argument
+        (for calls the SDK has no parameter for)."""
         try:
-            return getattr(self._client(), method)(*args, **kwargs)
+            client = self._client()
+            if args and callable(args[0]):
+                return args[0](client, *args[1:], **kwargs)
+            return getattr(client, method)(*args, **kwargs)
         except Exception as exc:
             if not isinstance(exc, docker.errors.NotFound):
                 self.close()  # renegotiate on the next call
+            error = _classify(exc, self.host, _OPERATIONS.get(method, method), self.timeout)
             _drop_tracebacks(exc)
-            raise _classify(exc) from exc
+            raise error from exc
 
     def images(self) -> list[dict[str, Any]]:
         """GET /images/json: tagged and dangling top-level images."""
@@ -115,9 +165,25 @@ class Engine:
         """GET /version: the daemon's OS and architecture."""
         return self._call("version") or {}
 
-    def events(self, since: str, filters: dict[str, list[str]]) -> Any:
-        """GET /events as a stream of decoded events (the read blocks until the next one)."""
-        return self._call("events", since=since, filters=filters, decode=True)
+    def events(self, since: str, filters: dict[str, list[str]],
+               silence: float | None = None) -> Any:
+        """GET /events as a stream of decoded events. Reading the next one raises when none
+        came for ``silence`` seconds: a half-open connection looks exactly like a quiet
+        engine, so the caller checks with a ping and reconnects."""
+
+        def open_stream(api: docker.APIClient) -> Any:
+            params = {"since": since, "filters": docker.utils.convert_filters(filters)}
+            response = api._get(api._url("/events"), params=params, stream=True,
+                                timeout=(self.timeout, silence))
+            api._raise_for_status(response)
+            return docker.types.CancellableStream(api._stream_helper(response, decode=True),
+                                                  response)
+
+        return self._call("events", open_stream)
+
+    def ping(self) -> bool:
+        """GET /_ping: whether the engine answers at all."""
+        return bool(self._call("ping"))
 
     def system_df(self) -> dict[str, Any]:
         """GET /system/df: slow, walks every layer, container and volume."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from exporter import backoff, reference
 from exporter.sources.engine import Engine
-from exporter.sources.loop import Status
+from exporter.sources.loop import Problems, SourceError, Status
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,30 @@ def repository_of(event: Mapping[str, Any]) -> str | None:
 
 
 class EventStream:
-    """Counts ``image pull`` events; ``status`` says whether the stream is connected."""
+    """Counts ``image pull`` events; ``status`` says whether the stream is connected.
+
+    A stream that stays silent for ``silence`` seconds is checked with a ping: an engine that
+    answers gets a new stream at once (asking for what happened since the last event, so
+    nothing is lost), one that does not is reported disconnected and retried with back-off.
+    """
 
     name = "events"
 
-    def __init__(self, host: str) -> None:
-        self.engine = Engine(host, timeout=30.0)  # the stream itself waits without a timeout
+    def __init__(self, host: str, silence: float = 60.0, problems: Problems | None = None,
+                 retry: tuple[float, float] = (1.0, MAX_BACKOFF)) -> None:
+        # A connect or ping that takes longer than the silence allowed is as good as none.
+        self.engine = Engine(host, timeout=min(30.0, silence))
+        self.silence = silence
+        self.retry = retry  # back-off after a failed connect: (first wait, longest wait)
+        self.problems = problems or Problems()
         self.pulls: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._connected = False
         self._connect_duration = 0.0
         self._last_success: float | None = None
         self._attempted = False
+        self._error = ""
+        self._failures_total = 0
         self._last_nano = 0
         self._seen_at_last: set[tuple[str, str]] = set()
         self._thread: threading.Thread | None = None
@@ -64,15 +76,16 @@ class EventStream:
 
     @property
     def status(self) -> Status:
+        alive = self._thread is None or self._thread.is_alive()
         with self._lock:
             last = time.time() if self._connected else self._last_success
             return Status(self._attempted, self._connected, self._connect_duration, last,
-                          "" if self._connected else "disconnected")
+                          "" if self._connected else self._error or "disconnected",
+                          self._failures_total, alive)
 
     def counts(self) -> list[tuple[str, int]]:
         with self._lock:
             return sorted(self.pulls.items())
-
     def handle(self, event: Mapping[str, Any]) -> bool:
         """Count one event unless it was already counted; says whether it counted."""
         if event.get("Type") != "image" or event.get("Action") != "pull":
@@ -104,46 +117,76 @@ class EventStream:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            started = time.monotonic()
-            stream = None
+            wait, started = 0.0, time.monotonic()
             try:
-                stream = self.engine.events(self._since(),
-                                            {"type": ["image"], "event": ["pull"]})
-                with self._lock:
-                    self._attempted = True
-                    self._connected = True
-                    self._connect_duration = time.monotonic() - started
-                    self._last_success = time.time()
+                self._stream_once(failures)
+                failures = 0  # the stream went silent or ended while the engine answers
+                if time.monotonic() - started < 1.0:
+                    wait = 1.0  # an engine that ends every stream at once is not hammered
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                failures += 1
+                self._disconnected(exc, failures)
+                wait = backoff.jittered(backoff.delay(failures, *self.retry))
+            finally:
+                self.engine.close()
+            self._stop.wait(wait)
+
+    def _stream_once(self, failures: int) -> None:
+        """Connect, count events until the stream goes silent or ends, then make sure the
+        engine still answers (raising when it does not)."""
+        started = time.monotonic()
+        stream = self.engine.events(self._since(), {"type": ["image"], "event": ["pull"]},
+                                    self.silence)
+        try:
+            with self._lock:
+                reconnect = self._connected
+                self._attempted = self._connected = True
+                self._connect_duration = time.monotonic() - started
+                self._last_success = time.time()
+            self.problems.recovered(self.name)
+            if not reconnect:
                 log.info("event stream connected%s",
                          f" again after {failures} failed attempts" if failures else "")
-                failures = 0
+            try:
                 for event in stream:
                     if isinstance(event, Mapping):
                         self.handle(event)
                     if self._stop.is_set():
-                        break
-                raise ConnectionError("the engine closed the event stream")
-            except Exception as exc:
-                with self._lock:
-                    was_connected = self._connected
-                    self._connected = False
-                    self._attempted = True
-                    if was_connected:
-                        self._last_success = time.time()
-                if self._stop.is_set():
-                    break
-                if was_connected or failures == 0:
-                    log.warning("event stream disconnected: %s", str(exc)[:300])
-                failures += 1
-                wait = backoff.jittered(backoff.delay(failures, 1.0, MAX_BACKOFF))
-            finally:
-                # The stream's socket is not the pool's: close it here, or each reconnect
-                # leaves one behind until the garbage collector finds it.
-                if stream is not None:
-                    with contextlib.suppress(Exception):
-                        stream.close()
-                self.engine.close()
-            self._stop.wait(wait)
+                        return
+            except Exception as exc:  # silent for too long, or the connection broke
+                log.debug("event stream interrupted: %s", exc)
+        finally:
+            # The stream's socket is not the pool's: close it here, or each reconnect
+            # leaves one behind until the garbage collector finds it.
+            with contextlib.suppress(Exception):
+                stream.close()
+        if not self._stop.is_set():
+            # On new connections: a pooled one may be as dead as the stream's was.
+            self.engine.close()
+            self.engine.ping()  # raises EngineError when the engine does not answer
+
+    def _disconnected(self, exc: Exception, failures: int) -> None:
+        expected = isinstance(exc, SourceError)
+        reason = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+        cause = exc.cause if isinstance(exc, SourceError) else reason
+        with self._lock:
+            was_connected = self._connected
+            self._connected = False
+            self._attempted = True
+            self._error = reason[:500]
+            self._failures_total += 1
+            if was_connected:
+                self._last_success = time.time()
+        if was_connected or failures == 1:
+            first = self.problems.failing(self.name, cause)
+            if not expected:
+                log.error("event stream failed unexpectedly: %s", reason[:300], exc_info=exc)
+            elif first:
+                log.warning("event stream disconnected: %s", reason[:300])
+            else:
+                log.info("event stream disconnected: %s", reason[:300])
 
     def start(self, stop: threading.Event) -> None:
         self._stop = stop

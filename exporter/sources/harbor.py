@@ -16,6 +16,7 @@ from exporter import __version__
 from exporter.config import HarborInstance
 from exporter.registry.client import parse_retry_after
 from exporter.snapshots import HarborRepository, HarborSnapshot
+from exporter.sources.loop import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ MAX_PAGES = 100  # 10,000 repositories per project at most
 MAX_BODY = 4 * 1024 * 1024
 
 
-class HarborError(Exception):
+class HarborError(SourceError):
     pass
 
 

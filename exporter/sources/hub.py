@@ -20,7 +20,7 @@ import httpx
 from exporter import __version__, reference
 from exporter.registry.client import parse_retry_after
 from exporter.snapshots import EngineSnapshot, HubRepository, HubSnapshot
-from exporter.sources.loop import Source
+from exporter.sources.loop import Source, SourceError
 from exporter.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class UpstreamTag:
     pushed: float | None
 
 
-class HubError(Exception):
+class HubError(SourceError):
     pass
 
 

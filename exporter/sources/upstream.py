@@ -1,55 +1,61 @@
-"""Upstream drift: has the registry moved a local tag on, for this host's platform?
+"""The upstream loop: has the registry moved a local tag on, for this host's platform?
 
 For each distinct (registry, repository, tag) among local images that came from a registry,
-one HEAD per interval gives the digest the registry serves now. Equal to one of the image's
-RepoDigests for that repository: current. Otherwise the new manifest is fetched by digest
-(once: documents are content-addressed and cached) to see whether the entry for this
-platform still has the local image's config (platform_unchanged: another platform was added
-or rebuilt) or not (drifted). A check that cannot decide is unknown, with a reason; it never
-reports current and never clears drift-since.
+one HEAD per interval gives the digest the registry serves now; ``decisions.drift`` decides
+what that means. A check that cannot decide is unknown, with a reason; it never reports
+current and never clears drift-since.
+
+Scheduling: every tick the loop hands the tags that are due to a bounded pool of workers,
+fairly across registries: one registry never has more than ``registry_concurrency`` checks
+in flight, so a slow registry cannot hold every worker, and a tick waits for checks at most
+``PUBLISH_WAIT``: what was decided so far is published, the rest on a later tick. Whether
+and when a request may go is the request policy's (``exporter.registry.policy``): a
+registry in back-off refuses at once, and its tags are unknown until it may be asked again.
+
+Local mode checks this host's tags (``DriftCheck``); fleet mode's central checker reads the
+digest of the fleet's tags (``DigestCheck``), found by asking Prometheus.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 import re
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
 from exporter import backoff, reference
 from exporter.config import Config
 from exporter.decisions import drift
+from exporter.registry import transport
 from exporter.registry.client import RegistryClient
 from exporter.registry.content import ContentCache
 from exporter.registry.manifest import Platform, RegistryError
+from exporter.registry.policy import Counters, RequestPolicy
 from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
 from exporter.sources.engine import Engine, EngineError
-from exporter.sources.loop import Source
+from exporter.sources.loop import Problems, Source, SourceError
 from exporter.state import StateStore
 
 log = logging.getLogger(__name__)
 
-# Reasons after which the registry as a whole is left alone for a while.
-REGISTRY_FAILURES = frozenset({"rate_limited", "timeout", "unreachable", "server_error",
-                               "tls_error", "token_error"})
-MIN_BACKOFF = 30.0
-MAX_BACKOFF = 3600.0
+MIN_BACKOFF = 30.0  # after a failed check of one tag, doubling up to the interval
 TICK = 60.0
+PUBLISH_WAIT = 1.0  # a tick waits this long for checks before publishing what it has
 ENGINE_WAIT = 30.0
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
 @dataclass(frozen=True)
 class Target:
-    """One local tag to check."""
+    """One tag to check."""
 
     image: str  # short form, e.g. "busybox:latest"
     ref: reference.Reference
@@ -57,23 +63,22 @@ class Target:
     local_digests: frozenset[str]
     created: float | None = None  # the local image's creation time
 
+    @property
+    def registry(self) -> str:
+        return self.ref.domain
 
-@dataclass
-class _RegistryHealth:
-    failures: int = 0
-    blocked_until: float = 0.0  # time.time()
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one check found."""
+
+    status: str
     reason: str = ""
-
-
-@dataclass
-class EngineFacts:
-    """What the engine says about registries and its platform; refreshed once per interval."""
-
-    platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
-    insecure_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
-        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-    insecure_hosts: frozenset[str] = frozenset()
-    read_at: float = 0.0
+    digest: str = ""
+    config: str = ""
+    signed: bool | None = None
+    created: float | None = None
+    retry_at: float | None = None  # the registry may be asked again from then on
 
 
 def local_digests(image: Image, name: str) -> frozenset[str]:
@@ -118,48 +123,33 @@ def targets(snapshot: EngineSnapshot, include: Iterable[re.Pattern[str]],
             if not opted_out.get(short)]
 
 
-class UpstreamChecker:
-    """Runs checks that are due; called every tick by the 'upstream' source loop."""
+@dataclass
+class EngineFacts:
+    """What the engine says about registries and its platform; read at most once per
+    ``interval``. Shared by the drift and versions loops and the registry client."""
 
-    def __init__(self, config: Config, engine_source: Source[EngineSnapshot], engine: Engine,
-                 client: RegistryClient, store: StateStore) -> None:
-        self.config = config
-        self.engine_source = engine_source
-        self.engine = engine
-        self.client = client
-        self.store = store
-        self.content = ContentCache(client, store)
-        self.include = [re.compile(p) for p in config.upstream_include]
-        self.exclude = [re.compile(p) for p in config.upstream_exclude]
-        self.facts = EngineFacts()
-        self._facts_lock = threading.Lock()  # the drift and the versions loops both ask
-        self.states: dict[str, TagState] = {}
-        self._due: dict[str, float] = {}
-        self._failures: dict[str, int] = {}
-        self._signed: dict[str, tuple[bool, float]] = {}  # digest -> (signed, checked)
-        self._health: dict[str, _RegistryHealth] = {}
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(config.upstream_concurrency,
-                                        thread_name_prefix="upstream")
-        self._per_registry: dict[str, threading.Semaphore] = {}
+    engine: Engine | None
+    interval: float
+    insecure_registries: tuple[str, ...] = ()
+    platform_override: str = ""
+    _platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
+    _cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    _hosts: frozenset[str] = frozenset()
+    _read_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    # -- engine facts ------------------------------------------------------------------------
-
-    def _refresh_facts(self) -> None:
-        with self._facts_lock:
-            self._read_facts()
-
-    def _read_facts(self) -> None:
-        if self.facts.read_at and time.time() - self.facts.read_at < self.config.upstream_interval:
-            return
-        facts = EngineFacts(read_at=time.time())
-        try:
-            info = self.engine.info()
-            version = self.engine.version()
-        except EngineError as exc:
-            log.warning("cannot read registry settings from the engine: %s", exc.reason)
-            facts.read_at = 0.0
-        else:
+    def refresh(self) -> None:
+        with self._lock:
+            if self.engine is None or (self._read_at and
+                                       time.time() - self._read_at < self.interval):
+                return
+            try:
+                info = self.engine.info()
+                version = self.engine.version()
+            except EngineError as exc:
+                log.debug("cannot read registry settings from the engine: %s", exc)
+                return  # keep what was known; asked again on the next refresh
             registry_config = info.get("RegistryConfig") or {}
             cidrs = []
             for cidr in registry_config.get("InsecureRegistryCIDRs") or []:
@@ -167,27 +157,24 @@ class UpstreamChecker:
                     cidrs.append(ipaddress.ip_network(str(cidr), strict=False))
                 except ValueError:
                     continue
-            facts.insecure_cidrs = tuple(cidrs)
-            facts.insecure_hosts = frozenset(
+            self._cidrs = tuple(cidrs)
+            self._hosts = frozenset(
                 name for name, index in (registry_config.get("IndexConfigs") or {}).items()
                 if isinstance(index, dict) and index.get("Secure") is False)
-            os_name = str(version.get("Os") or "linux")
             arch = str(version.get("Arch") or "amd64")
-            facts.platform = Platform(os_name, _ARCH.get(arch, arch))
-        if self.config.upstream_platform:
-            facts.platform = Platform.parse(self.config.upstream_platform)
-        self.facts = facts
+            self._platform = Platform(str(version.get("Os") or "linux"), _ARCH.get(arch, arch))
+            self._read_at = time.time()
 
     def platform(self) -> Platform:
-        """This host's platform, as the engine says (read at most once per interval)."""
-        self._refresh_facts()
-        return self.facts.platform
+        """This host's platform: the configured one, else the engine's."""
+        if self.platform_override:
+            return Platform.parse(self.platform_override)
+        self.refresh()
+        return self._platform
 
     def insecure(self, registry: str) -> bool:
         """Plain HTTP allowed: as the engine decides it, plus the configured list."""
-        if registry in self.config.upstream_insecure_registries:
-            return True
-        if registry in self.facts.insecure_hosts:
+        if registry in self.insecure_registries or registry in self._hosts:
             return True
         host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
         host = host.strip("[]")
@@ -197,200 +184,311 @@ class UpstreamChecker:
             ip = ipaddress.ip_address(host)
         except ValueError:
             return False
-        return any(ip in cidr for cidr in self.facts.insecure_cidrs)
+        return any(ip in cidr for cidr in self._cidrs)
 
-    # -- the cycle ---------------------------------------------------------------------------
 
-    def collect_targets(self) -> list[Target]:
-        if not self.engine_source.ready.wait(ENGINE_WAIT) or self.engine_source.snapshot is None:
-            raise RuntimeError("no engine snapshot yet")
-        self._refresh_facts()
-        return targets(self.engine_source.snapshot, self.include, self.exclude)
+class DriftCheck:
+    """Local mode: the tag's drift for this platform, its signature and its build time."""
 
-    def run(self) -> UpstreamSnapshot:
-        current = self.collect_targets()
-        now = time.time()
-        wanted = {t.image for t in current}
-        with self._lock:
-            for gone in set(self.states) - wanted:
-                del self.states[gone]
-                self._due.pop(gone, None)
-                self._failures.pop(gone, None)
-                self.store.clear_drift(gone)
-            due = []
-            for t in current:
-                state = self.states.get(t.image)
-                if state is None or state.image_id != t.image_id or self._due.get(
-                        t.image, 0.0) <= now:
-                    due.append(t)
-        # One request per distinct (registry, repository, tag): the image label is the key.
-        futures = [self._pool.submit(self._check, t) for t in due]
-        for f in futures:
-            f.result()
-        with self._lock:
-            served = {s.upstream_digest for s in self.states.values()}
-            for digest in set(self._signed) - served:
-                del self._signed[digest]
-        return self.snapshot()
+    def __init__(self, client: RegistryClient, content: ContentCache, facts: EngineFacts,
+                 signature_interval: float) -> None:
+        self.client = client
+        self.content = content
+        self.facts = facts
+        self.signature_interval = signature_interval
+        self._signed: dict[str, tuple[bool, float]] = {}  # digest -> (signed, when looked)
+        self._lock = threading.Lock()
 
-    def snapshot(self) -> UpstreamSnapshot:
-        with self._lock:
-            states = tuple(sorted(self.states.values(), key=lambda s: s.image))
-        return UpstreamSnapshot(states, *self.client.counters())
-
-    def _semaphore(self, registry: str) -> threading.Semaphore:
-        with self._lock:
-            return self._per_registry.setdefault(
-                registry, threading.Semaphore(self.config.upstream_registry_concurrency))
-
-    def _check(self, t: Target) -> None:
-        registry = t.ref.domain
+    def __call__(self, t: Target) -> Outcome:
         if not t.local_digests:
-            self._record(t, "unknown", "no_repo_digest")
-            return
-        health = self._health.get(registry)
-        if health and health.blocked_until > time.time():
-            self._record(t, "unknown", health.reason, retry_at=health.blocked_until)
-            return
-        try:
-            with self._semaphore(registry):
-                health = self._health.get(registry)
-                if health and health.blocked_until > time.time():
-                    self._record(t, "unknown", health.reason, retry_at=health.blocked_until)
-                    return
-                status, digest, config_digest = self._decide(t)
-                signed, created = self._extras(t, status, digest, config_digest)
-        except RegistryError as exc:
-            retry_at = self._registry_failed(registry, exc) if exc.reason in \
-                REGISTRY_FAILURES else None
-            self._record(t, "unknown", exc.reason, retry_at=retry_at)
-            return
-        except Exception:  # a bug must not stop the other checks
-            log.exception("checking %s failed", t.image)
-            self._record(t, "unknown", "error")
-            return
-        with self._lock:
-            self._health.pop(registry, None)
-        self._record(t, status, "", digest, config_digest, signed=signed, created=created)
+            return Outcome("unknown", "no_repo_digest")
+        assert t.ref.tag is not None
+        head = self.client.head_digest(t.registry, t.ref.path, t.ref.tag)
+        decision = drift.decide(
+            drift.Local(t.image_id, t.local_digests), head, self.facts.platform(),
+            lambda digest: self.content.manifest(t.registry, t.ref.path, digest))
+        signed, created = self._extras(t, decision)
+        return Outcome(decision.status, "", decision.digest, decision.config, signed, created)
 
-    def _extras(self, t: Target, status: str, digest: str,
-                config_digest: str) -> tuple[bool | None, float | None]:
+    def _extras(self, t: Target, decision: drift.Decision) -> tuple[bool | None, float | None]:
         """Whether upstream's digest is signed, and when its image for this platform was built.
 
         A current tag's image is the local one (same config), so its time costs nothing; a
         drifted one's config blob is read once per digest. A signature found is kept; a
-        missing one is looked for again after versions.interval.
+        missing one is looked for again after ``signature_interval``.
         """
         created = t.created
         try:
-            if status == "drifted":
-                created = self.content.created(t.ref.domain, t.ref.path, config_digest) \
-                    if config_digest else None
+            if decision.status == "drifted":
+                created = self.content.created(t.registry, t.ref.path, decision.config) \
+                    if decision.config else None
             with self._lock:
-                known = self._signed.get(digest)
+                known = self._signed.get(decision.digest)
             if known is None or (not known[0] and time.time() - known[1] >
-                                 self.config.versions_interval):
-                known = (self.content.signed(t.ref.domain, t.ref.path, digest), time.time())
+                                 self.signature_interval):
+                known = (self.content.signed(t.registry, t.ref.path, decision.digest),
+                         time.time())
                 with self._lock:
-                    self._signed[digest] = known
+                    self._signed[decision.digest] = known
         except RegistryError as exc:
             # The drift state is decided; what could not be read stays unknown (absent).
             log.info("signature or build time of %s not read: %s", t.image, exc)
-            return None, (None if status == "drifted" else created)
+            return None, (None if decision.status == "drifted" else created)
         return known[0], created
 
-    def _registry_failed(self, registry: str, exc: RegistryError) -> float:
+    def keep_only(self, digests: set[str]) -> None:
+        """Forget signatures of digests no tag names any more."""
         with self._lock:
-            health = self._health.setdefault(registry, _RegistryHealth())
-            if health.blocked_until > time.time():
-                return health.blocked_until  # another check already backed off
-            health.failures += 1
-            # Not capped by the interval: a registry that keeps refusing is left alone longer.
-            wait = exc.retry_after if exc.retry_after is not None else backoff.delay(
-                health.failures, MIN_BACKOFF, MAX_BACKOFF)
-            health.blocked_until = time.time() + backoff.jittered(wait, 1.0, 1.1)
-            health.reason = exc.reason
-            if health.failures == 1:
-                log.warning("registry %s: %s; backing off %.0fs", registry, exc, wait)
-            return health.blocked_until
+            for digest in set(self._signed) - digests:
+                del self._signed[digest]
 
-    def _decide(self, t: Target) -> tuple[str, str, str]:
-        """(status, upstream digest, upstream config digest for this platform)."""
+
+class DigestCheck:
+    """Fleet mode: the digest the tag names upstream; nothing is compared."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+
+    def __call__(self, t: Target) -> Outcome:
         assert t.ref.tag is not None
-        head = self.client.head_digest(t.ref.domain, t.ref.path, t.ref.tag)
-        decision = drift.decide(
-            drift.Local(t.image_id, t.local_digests), head, self.facts.platform,
-            lambda digest: self.content.manifest(t.ref.domain, t.ref.path, digest))
-        return decision.status, decision.digest, decision.config
+        return Outcome("known", "", self.client.head_digest(t.registry, t.ref.path, t.ref.tag))
 
-    def _record(self, t: Target, status: str, reason: str, digest: str = "",
-                config_digest: str = "", retry_at: float | None = None,
-                signed: bool | None = None, created: float | None = None) -> None:
+    def keep_only(self, digests: set[str]) -> None:
+        return None
+
+
+def local_record(store: StateStore) -> Callable[[TagState], TagState]:
+    """Local mode: drift-since is kept in the state store, so it survives restarts."""
+
+    def record(state: TagState) -> TagState:
+        if state.status == "drifted":
+            store.set_drift_since(state.image, time.time())
+        elif state.status in ("current", "platform_unchanged"):
+            store.clear_drift(state.image)
+        return replace(state, drift_since=store.drift_since(state.image))
+
+    return record
+
+
+def central_record(store: StateStore) -> Callable[[TagState], TagState]:
+    """Fleet mode: when the tag's digest last changed upstream, kept in the state store."""
+
+    def record(state: TagState) -> TagState:
+        if state.status != "unknown":
+            known = store.tag_digest(state.image)
+            if known is None or known[0] != state.upstream_digest:
+                store.set_tag_digest(state.image, state.upstream_digest, time.time())
+        known = store.tag_digest(state.image)
+        return replace(state, changed=known[1] if known else None)
+
+    return record
+
+
+class Checks:
+    """Schedules checks: what is due, fairly across registries, never waiting on a slow one.
+
+    ``discover`` lists the tags to check, ``check`` checks one (in a worker), ``record``
+    completes a state with what the mode keeps (drift-since, last change).
+    """
+
+    def __init__(self, discover: Callable[[], list[Target]],
+                 check: DriftCheck | DigestCheck, record: Callable[[TagState], TagState],
+                 counters: Callable[[], Counters], interval: float, concurrency: int,
+                 per_registry: int, forget: Callable[[str], None] = lambda image: None
+                 ) -> None:
+        self.discover = discover
+        self.check = check
+        self.record = record
+        self.counters = counters
+        self.interval = interval
+        self.concurrency = concurrency
+        self.per_registry = per_registry
+        self.forget = forget
+        self.states: dict[str, TagState] = {}
+        self._due: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._pending: dict[str, deque[Target]] = {}
+        self._running: dict[str, int] = {}  # registry -> checks in flight
+        self._in_flight: set[str] = set()
+        self._wanted: set[str] = set()
+        self._lock = threading.Condition()
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="upstream")
+        self._published: UpstreamSnapshot | None = None
+        self._changes = 0
+        self._published_changes = -1
+        self._closed = False
+
+    def run(self) -> UpstreamSnapshot:
+        current = self.discover()
         now = time.time()
-        if status == "drifted":
-            self.store.set_drift_since(t.image, now)
-        elif status in ("current", "platform_unchanged"):
-            self.store.clear_drift(t.image)
-        # "known" is the central checker's: a digest was read, nothing was compared.
+        wanted = {t.image for t in current}
+        with self._lock:
+            self._wanted = wanted
+            for gone in set(self.states) - wanted:
+                del self.states[gone]
+                self._due.pop(gone, None)
+                self._failures.pop(gone, None)
+                self.forget(gone)
+                self._changes += 1
+            self._pending = {}
+            for t in current:
+                state = self.states.get(t.image)
+                if t.image in self._in_flight:
+                    continue
+                if state is None or state.image_id != t.image_id or \
+                        self._due.get(t.image, 0.0) <= now:
+                    self._pending.setdefault(t.registry, deque()).append(t)
+            self._dispatch()
+            deadline = time.monotonic() + PUBLISH_WAIT
+            while self._in_flight and (left := deadline - time.monotonic()) > 0:
+                self._lock.wait(left)
+            self.check.keep_only({s.upstream_digest for s in self.states.values()})
+        return self.snapshot()
+
+    def _dispatch(self) -> None:
+        """Start pending checks, round robin over registries, within both limits. Called with
+        the lock held, from the loop and from each check that ends."""
+        progress = True
+        while progress and len(self._in_flight) < self.concurrency and not self._closed:
+            progress = False
+            for registry in list(self._pending):
+                queue = self._pending[registry]
+                if not queue:
+                    del self._pending[registry]
+                    continue
+                if self._running.get(registry, 0) >= self.per_registry:
+                    continue
+                if len(self._in_flight) >= self.concurrency:
+                    break
+                t = queue.popleft()
+                self._running[registry] = self._running.get(registry, 0) + 1
+                self._in_flight.add(t.image)
+                self._pool.submit(self._run_one, t)
+                progress = True
+
+    def _run_one(self, t: Target) -> None:
+        try:
+            outcome = self.check(t)
+        except RegistryError as exc:
+            outcome = Outcome("unknown", exc.reason, retry_at=exc.retry_at)
+        except Exception:  # a bug must not stop the other checks
+            log.exception("checking %s failed", t.image)
+            outcome = Outcome("unknown", "error")
+        try:
+            self._record(t, outcome)
+        except Exception:
+            log.exception("recording the check of %s failed", t.image)
+        finally:
+            with self._lock:
+                self._in_flight.discard(t.image)
+                self._running[t.registry] -= 1
+                self._dispatch()
+                self._lock.notify_all()
+
+    def _record(self, t: Target, outcome: Outcome) -> None:
+        now = time.time()
+        known = outcome.status != "unknown"
         with self._lock:
             previous = self.states.get(t.image)
-            known = status != "unknown"
-            self.states[t.image] = TagState(
-                image=t.image, image_id=t.image_id, status=status, reason=reason,
-                upstream_digest=digest or (previous.upstream_digest if previous else ""),
-                upstream_config=config_digest if known else (
-                    previous.upstream_config if previous else ""),
-                checked=now if known else (previous.checked if previous else None),
-                drift_since=self.store.drift_since(t.image),
-                signed=signed if known else (previous.signed if previous else None),
-                created=created if known else (previous.created if previous else None))
-            interval = self.config.upstream_interval
-            if known or reason == "no_repo_digest":
+        state = TagState(
+            image=t.image, image_id=t.image_id, status=outcome.status, reason=outcome.reason,
+            upstream_digest=outcome.digest or (previous.upstream_digest if previous else ""),
+            upstream_config=outcome.config if known else (
+                previous.upstream_config if previous else ""),
+            checked=now if known else (previous.checked if previous else None),
+            signed=outcome.signed if known else (previous.signed if previous else None),
+            created=outcome.created if known else (previous.created if previous else None))
+        with self._lock:
+            if t.image not in self._wanted:
+                return  # no longer a local tag: forgotten while it was checked
+        state = self.record(state)
+        with self._lock:
+            self.states[t.image] = state
+            self._changes += 1
+            if known or outcome.reason == "no_repo_digest":
                 self._failures.pop(t.image, None)
-                wait = backoff.jittered(interval, 0.9, 1.0)
-            elif retry_at is not None:
-                wait = retry_at - now
+                wait = backoff.jittered(self.interval, 0.9, 1.0)
+            elif outcome.retry_at is not None:
+                wait = max(0.0, outcome.retry_at - now)
             else:
                 failures = self._failures[t.image] = self._failures.get(t.image, 0) + 1
-                wait = backoff.delay(failures, MIN_BACKOFF, interval)
+                wait = backoff.delay(failures, MIN_BACKOFF, self.interval)
             self._due[t.image] = now + wait
 
+    def snapshot(self) -> UpstreamSnapshot:
+        """The states and counters, as one object that changes only when they do (so the
+        exposition's cache keeps its text while nothing happened)."""
+        counters = self.counters()
+        with self._lock:
+            last = self._published
+            if last is not None and self._published_changes == self._changes and \
+                    (last.ratelimits, last.requests, last.digest_fallbacks) == (
+                        counters.ratelimits, counters.requests, counters.digest_fallbacks):
+                return last
+            states = tuple(sorted(self.states.values(), key=lambda s: s.image))
+            self._published = UpstreamSnapshot(states, counters.ratelimits, counters.requests,
+                                               counters.digest_fallbacks)
+            self._published_changes = self._changes
+            return self._published
+
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.client.close()
-        self.engine.close()
 
 
-class CentralChecker(UpstreamChecker):
-    """Fleet mode: one HEAD per distinct tag for a whole fleet.
+class LocalTargets:
+    """This host's tags, from the engine loop's latest snapshot."""
 
-    The tags come from Prometheus (every host exporter's ``docker_image_info`` with a registry
-    digest) or a static list; the result is the digest each tag names upstream and when that
-    last changed. Recording rules join it back to the hosts (alerts/fleet rules).
-    """
+    def __init__(self, config: Config, engine: Source[EngineSnapshot],
+                 facts: EngineFacts) -> None:
+        self.engine = engine
+        self.facts = facts
+        self.include = [re.compile(p) for p in config.upstream_include]
+        self.exclude = [re.compile(p) for p in config.upstream_exclude]
+        self._cached: tuple[EngineSnapshot | None, list[Target]] = (None, [])
+
+    def __call__(self) -> list[Target]:
+        if not self.engine.ready.wait(ENGINE_WAIT) or self.engine.snapshot is None:
+            raise SourceError("waiting for the engine's first successful read", quiet=True)
+        self.facts.refresh()
+        snapshot = self.engine.snapshot
+        if self._cached[0] is not snapshot:
+            self._cached = (snapshot, targets(snapshot, self.include, self.exclude))
+        return self._cached[1]
+
+
+class FleetTargets:
+    """Fleet mode: the tags every host has, from Prometheus, and the configured ones; only
+    those whose hash falls in this checker's shard."""
 
     QUERY = 'count by (image) (docker_image_info{digest!=""})'
 
-    def __init__(self, config: Config, client: RegistryClient, store: StateStore) -> None:
-        super().__init__(config, None, None, client, store)  # type: ignore[arg-type]
-        self.shard = _parse_shard(config.upstream_shard)
-        self.http = httpx.Client(timeout=config.upstream_timeout, trust_env=False)
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        index, _, count = (config.upstream_shard or "0/1").partition("/")
+        self.shard = (int(index), int(count))
+        self.include = [re.compile(p) for p in config.upstream_include]
+        self.exclude = [re.compile(p) for p in config.upstream_exclude]
+        self.http = transport.client(config.upstream_timeout)
 
     def discover(self) -> list[str]:
         refs = set(self.config.upstream_references)
-        if self.config.upstream_prometheus_url:
+        url = self.config.upstream_prometheus_url
+        if url:
             try:
-                r = self.http.get(f"{self.config.upstream_prometheus_url}/api/v1/query",
-                                  params={"query": self.QUERY})
+                with transport.deadline(self.config.upstream_timeout):
+                    r = self.http.get(f"{url}/api/v1/query", params={"query": self.QUERY})
                 r.raise_for_status()
                 result = r.json()["data"]["result"]
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-                raise RuntimeError(f"cannot ask Prometheus for the fleet's tags: {exc}") from exc
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, RecursionError) as exc:
+                raise SourceError(f"{transport.redact(url)}: query the fleet's tags: "
+                                  f"{transport.why(exc)}") from None
             refs.update(str(item.get("metric", {}).get("image", "")) for item in result
                         if isinstance(item, dict))
         return sorted(r for r in refs if r)
 
-    def collect_targets(self) -> list[Target]:
+    def __call__(self) -> list[Target]:
         out = []
         index, count = self.shard
         for text in self.discover():
@@ -408,66 +506,62 @@ class CentralChecker(UpstreamChecker):
             out.append(Target(short, ref, "", frozenset({"fleet"})))
         return out
 
-    def _decide(self, t: Target) -> tuple[str, str, str]:
-        assert t.ref.tag is not None
-        return "current", self.client.head_digest(t.ref.domain, t.ref.path, t.ref.tag), ""
-
-    def _extras(self, t: Target, status: str, digest: str,
-                config_digest: str) -> tuple[bool | None, float | None]:
-        return None, None  # fleet mode compares digests only
-
-    def _record(self, t: Target, status: str, reason: str, digest: str = "",
-                config_digest: str = "", retry_at: float | None = None,
-                signed: bool | None = None, created: float | None = None) -> None:
-        changed = None
-        if status != "unknown":
-            known = self.store.tag_digest(t.image)
-            if known is None or known[0] != digest:
-                self.store.set_tag_digest(t.image, digest, time.time())
-        known = self.store.tag_digest(t.image)
-        changed = known[1] if known else None
-        super()._record(t, "unknown" if status == "unknown" else "known", reason, digest,
-                        config_digest, retry_at)
-        with self._lock:
-            state = self.states[t.image]
-            self.states[t.image] = dataclasses.replace(state, changed=changed)
-
     def close(self) -> None:
         self.http.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.client.close()
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-    index, _, count = (text or "0/1").partition("/")
-    return int(index), int(count)
+@dataclass
+class Upstream:
+    """What the upstream loop is made of; the versions loop shares its client, documents,
+    state store and engine facts."""
+
+    source: Source[UpstreamSnapshot]
+    checks: Checks
+    client: RegistryClient
+    content: ContentCache
+    store: StateStore
+    facts: EngineFacts
 
 
-def make_source(config: Config, engine_source: Source[EngineSnapshot]
-                ) -> tuple[Source[UpstreamSnapshot], UpstreamChecker]:
-    """The upstream source: wakes every minute (or interval) and checks what is due."""
+def make_source(config: Config, engine_source: Source[EngineSnapshot],
+                problems: Problems | None = None) -> Upstream:
+    """The upstream source: wakes every few seconds and checks what is due."""
     from exporter.registry.credentials import CredentialStore, default_docker_config
     from exporter.state import default_path
 
     store = StateStore(config.state_path or default_path())
+    central = config.upstream_mode == "central"
+    engine = None if central else Engine(config.docker_host, config.docker_timeout)
+    facts = EngineFacts(engine, config.upstream_interval, config.upstream_insecure_registries,
+                        config.upstream_platform)
     creds = CredentialStore(dict(config.registries),
                             config.docker_config or default_docker_config())
-    holder: dict[str, UpstreamChecker] = {}
-    client = RegistryClient(creds, lambda r: holder["checker"].insecure(r),
-                            timeout=config.upstream_timeout,
-                            connections=config.upstream_registry_concurrency)
-    checker: UpstreamChecker
-    if config.upstream_mode == "central":
-        checker = CentralChecker(config, client, store)
+    policy = RequestPolicy(config.upstream_concurrency, config.upstream_registry_concurrency,
+                           config.upstream_timeout)
+    client = RegistryClient(creds, facts.insecure, policy,
+                            fresh_for=min(60.0, config.upstream_interval / 2))
+    content = ContentCache(client, store)
+    fleet: FleetTargets | None = None
+    if central:
+        fleet = FleetTargets(config)
+        checks = Checks(fleet, DigestCheck(client), central_record(store), client.counters,
+                        config.upstream_interval, config.upstream_concurrency,
+                        config.upstream_registry_concurrency)
     else:
-        checker = UpstreamChecker(config, engine_source,
-                                  Engine(config.docker_host, config.docker_timeout), client,
-                                  store)
-    holder["checker"] = checker
+        checks = Checks(LocalTargets(config, engine_source, facts),
+                        DriftCheck(client, content, facts, config.versions_interval),
+                        local_record(store), client.counters, config.upstream_interval,
+                        config.upstream_concurrency, config.upstream_registry_concurrency,
+                        forget=store.clear_drift)
 
     def close() -> None:
-        checker.close()
+        checks.close()
+        client.close()
+        if fleet is not None:
+            fleet.close()
+        if engine is not None:
+            engine.close()
         store.close()
 
-    source = Source("upstream", checker.run, min(config.upstream_interval, TICK), close)
-    return source, checker
+    source = Source("upstream", checks.run, min(config.upstream_interval, 5.0), close, problems)
+    return Upstream(source, checks, client, content, store, facts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +24,8 @@ from exporter.decisions.versions import Version, newer, parse, rule_for
 from exporter.registry.manifest import Platform, RegistryError
 from exporter.snapshots import EngineSnapshot, ImageVersions, VersionsSnapshot
 from exporter.sources.hub import HubAPI, HubError, UpstreamTag
-from exporter.sources.loop import Source
-from exporter.sources.upstream import MIN_BACKOFF, TICK, UpstreamChecker, local_digests, local_tags
+from exporter.sources.loop import Problems, Source, SourceError
+from exporter.sources.upstream import MIN_BACKOFF, TICK, Upstream, local_digests, local_tags
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,10 @@ class VersionChecker:
     """Reads tag lists when due and compares every local version tag; the 'versions' loop."""
 
     def __init__(self, config: Config, engine_source: Source[EngineSnapshot],
-                 upstream: UpstreamChecker, hub: HubAPI | None) -> None:
+                 upstream: Upstream, hub: HubAPI | None) -> None:
         self.config = config
         self.engine_source = engine_source
-        self.upstream = upstream
+        self.facts = upstream.facts
         self.client = upstream.client
         self.content = upstream.content
         self.store = upstream.store
@@ -66,10 +67,14 @@ class VersionChecker:
         self._lock = threading.Lock()
         self._listings: dict[tuple[str, str], _Listing] = {}
         self._retry: dict[tuple[str, str], tuple[int, float]] = {}
+        self._cut: set[tuple[str, str]] = set()  # repositories whose tag list was cut
         self._candidates: dict[tuple[str, str, str], _Candidate] = {}
         self._results: dict[tuple[str, VersionRule], ImageVersions] = {}
         self._found: dict[tuple[tuple[str, str], float, str, VersionRule], list[Version]] = {}
         self._candidate_locks = tuple(threading.Lock() for _ in range(64))
+        self.include = [re.compile(p) for p in config.upstream_include]
+        self.exclude = [re.compile(p) for p in config.upstream_exclude]
+        # Requests in flight are bounded by the request policy, whatever this pool's size.
         self._pool = ThreadPoolExecutor(min(8, config.upstream_concurrency),
                                         thread_name_prefix="versions")
 
@@ -77,8 +82,7 @@ class VersionChecker:
 
     def locals(self, snapshot: EngineSnapshot) -> list[_Local]:
         out = []
-        for image, ref, short in local_tags(snapshot, self.upstream.include,
-                                            self.upstream.exclude):
+        for image, ref, short in local_tags(snapshot, self.include, self.exclude):
             version = parse(ref.tag or "")
             # Only what came from a registry has an upstream: a local build named myapp:1.0
             # is not compared with whatever Docker Hub has under that name.
@@ -100,9 +104,9 @@ class VersionChecker:
 
     def run(self) -> VersionsSnapshot:
         if not self.engine_source.ready.wait(30) or self.engine_source.snapshot is None:
-            raise RuntimeError("no engine snapshot yet")
+            raise SourceError("waiting for the engine's first successful read", quiet=True)
         snapshot = self.engine_source.snapshot
-        platform = self.upstream.platform()
+        platform = self.facts.platform()
         locals_ = self.locals(snapshot)
         per_image, per_container = self.rules(snapshot, locals_)
         repos = sorted({(x.ref.domain, x.ref.path) for x in locals_})
@@ -166,19 +170,22 @@ class VersionChecker:
         if retry is not None and retry[1] > now:
             return listing  # the last one, however old, until the backoff ends
         try:
-            tags, truncated = self._read(repo)
+            tags, truncated, count = self._read(repo)
         except (RegistryError, HubError) as exc:
             with self._lock:
                 failures = (retry[0] if retry else 0) + 1
                 wait = backoff.delay(failures, MIN_BACKOFF, self.config.versions_interval)
-                self._retry[repo] = (failures, now + backoff.jittered(wait, 1.0, 1.1))
+                until = now + backoff.jittered(wait, 1.0, 1.1)
+                if isinstance(exc, RegistryError) and exc.retry_at is not None:
+                    until = max(until, exc.retry_at)  # the registry is in back-off
+                self._retry[repo] = (failures, until)
             if failures == 1:
                 log.warning("cannot list the tags of %s/%s: %s", repo[0], repo[1], exc)
             return listing
-        if truncated:
-            log.warning("%s/%s has more than %d tags; reading only the first %d (see "
-                        "versions.max_tags)", repo[0], repo[1], self.config.versions_max_tags,
-                        self.config.versions_max_tags)
+        if truncated and repo not in self._cut:
+            self._cut.add(repo)  # said once per repository, not every interval
+            log.warning("%s/%s: reading only the first %d tags (versions.max_tags, or the "
+                        "registry's pages repeat or do not end)", repo[0], repo[1], count)
         listing = _Listing(tuple(tags), now)
         with self._lock:
             self._listings[repo] = listing
@@ -203,7 +210,9 @@ class VersionChecker:
             self._listings[repo] = listing
         return listing
 
-    def _read(self, repo: tuple[str, str]) -> tuple[list[UpstreamTag], bool]:
+    def _read(self, repo: tuple[str, str]) -> tuple[list[UpstreamTag], bool, int]:
+        """The version tags of the repository, whether its list was cut, and how many tags
+        were read in all."""
         domain, path = repo
         limit = self.config.versions_max_tags
         if domain == reference.DOCKER_HUB and self.hub is not None:
@@ -212,7 +221,7 @@ class VersionChecker:
             names, truncated = self.client.list_tags(domain, path, limit)
             tags = [UpstreamTag(n, None, None) for n in names]
         # Only version-shaped tags are ever candidates: keep nothing else.
-        return [t for t in tags if parse(t.name) is not None], truncated
+        return [t for t in tags if parse(t.name) is not None], truncated, len(tags)
 
     # -- candidates --------------------------------------------------------------------------
 
@@ -287,9 +296,10 @@ class VersionChecker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def make_source(config: Config, engine: Source[EngineSnapshot], upstream: UpstreamChecker,
-                hub: HubAPI | None) -> Source[VersionsSnapshot]:
+def make_source(config: Config, engine: Source[EngineSnapshot], upstream: Upstream,
+                hub: HubAPI | None, problems: Problems | None = None) -> Source[VersionsSnapshot]:
     """The versions loop: as often as the drift loop; tag lists are read only when due."""
     checker = VersionChecker(config, engine, upstream, hub)
-    return Source("versions", checker.run, min(config.upstream_interval, TICK), checker.close)
+    return Source("versions", checker.run, min(config.upstream_interval, TICK), checker.close,
+                  problems)
 

@@ -1,0 +1,167 @@
+"""The request policy: whether and when a request to a registry may go.
+
+Every request to a registry and its token server, from every feature (drift HEADs and
+GETs, tag lists, referrers, signature lookups, candidate manifests, the fleet checker), is
+admitted here first; features decide what to ask, never whether or when. The policy owns,
+per registry:
+
+- health: after a timeout, a refused connection, a TLS failure, a 5xx or a 429 the
+  registry is left alone for ``Retry-After`` or a back-off doubling from 30 s up to 1 h,
+  and a registry in back-off costs zero requests until its time is up;
+- concurrency: at most ``per_host`` requests in flight to one registry, ``concurrency`` in
+  all, so one slow registry cannot take every slot;
+- deadlines: connect, headers and body of one request end within ``timeout``, whatever the
+  peer trickles (see ``transport``);
+- the request counters and the rate-limit headers last answered.
+
+Body caps are given per request by the client (``transport.read_capped``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from exporter import backoff
+from exporter.registry import transport
+from exporter.registry.manifest import RegistryError
+
+log = logging.getLogger(__name__)
+
+# Reasons after which the registry as a whole is left alone for a while.
+BLOCKING = frozenset({"rate_limited", "timeout", "unreachable", "server_error", "tls_error",
+                      "token_error"})
+MIN_BACKOFF = 30.0
+MAX_BACKOFF = 3600.0
+
+
+@dataclass
+class _Host:
+    slots: threading.BoundedSemaphore
+    failures: int = 0
+    blocked_until: float = 0.0  # clock()
+    reason: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What the registries answered so far, copied under the policy's lock."""
+
+    ratelimits: tuple[tuple[str, int | None, int | None], ...] = ()
+    requests: tuple[tuple[tuple[str, str, str], int], ...] = ()
+    digest_fallbacks: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass
+class RequestPolicy:
+    concurrency: int = 32
+    per_host: int = 16
+    timeout: float = 10.0  # the deadline of one whole request
+    clock: Callable[[], float] = time.time
+    _hosts: dict[str, _Host] = field(default_factory=dict)
+    _requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    _fallbacks: Counter[str] = field(default_factory=Counter)
+    _ratelimits: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._all = threading.BoundedSemaphore(self.concurrency)
+
+    def _host(self, host: str) -> _Host:
+        with self._lock:
+            state = self._hosts.get(host)
+            if state is None:
+                state = self._hosts[host] = _Host(threading.BoundedSemaphore(self.per_host))
+            return state
+
+    def blocked(self, host: str) -> tuple[float, str] | None:
+        """(until when, why) while the registry is left alone; None when it may be asked."""
+        with self._lock:
+            state = self._hosts.get(host)
+            if state is None or state.blocked_until <= self.clock():
+                return None
+            return state.blocked_until, state.reason
+
+    def refuse_if_blocked(self, host: str) -> None:
+        """Raise RegistryError (with ``retry_at``) while the registry is in back-off."""
+        blocked = self.blocked(host)
+        if blocked is not None:
+            until, reason = blocked
+            raise RegistryError(reason, f"{host}: left alone for {until - self.clock():.0f}s "
+                                "more", retry_at=until)
+
+    @contextlib.contextmanager
+    def admit(self, host: str) -> Iterator[None]:
+        """Hold a slot for one request to ``host``, within its deadline.
+
+        Refuses at once (RegistryError with ``retry_at``) while the registry is in back-off,
+        also when it went into back-off while this request waited for a slot.
+        """
+        self.refuse_if_blocked(host)
+        state = self._host(host)
+        with transport.deadline(self.timeout) as when:
+            if not state.slots.acquire(timeout=max(0.0, when - time.monotonic())):
+                raise RegistryError("timeout", f"{host}: no free request slot in time")
+            try:
+                if not self._all.acquire(timeout=max(0.0, when - time.monotonic())):
+                    raise RegistryError("timeout", f"{host}: no free request slot in time")
+                try:
+                    self.refuse_if_blocked(host)
+                    yield
+                finally:
+                    self._all.release()
+            finally:
+                state.slots.release()
+
+    def succeeded(self, host: str) -> None:
+        """The registry answered: whatever back-off it was in is over."""
+        with self._lock:
+            state = self._hosts.get(host)
+            if state is not None and state.failures:
+                log.info("registry %s answers again after %d failures", host, state.failures)
+                state.failures, state.reason, state.detail = 0, "", ""
+
+    def failed(self, host: str, error: RegistryError) -> None:
+        """Leave the registry alone for a while after a failure of the registry itself."""
+        if error.reason not in BLOCKING:
+            return
+        state = self._host(host)
+        with self._lock:
+            now = self.clock()
+            if state.blocked_until > now:
+                return  # a request that was already in flight: the back-off stands
+            state.failures += 1
+            wait = error.retry_after if error.retry_after is not None else backoff.delay(
+                state.failures, MIN_BACKOFF, MAX_BACKOFF)
+            state.blocked_until = now + backoff.jittered(wait, 1.0, 1.1)
+            state.reason, state.detail = error.reason, str(error)
+            first = state.failures == 1
+        if first:
+            log.warning("registry %s: %s; leaving it alone for %.0fs", host, error, wait)
+
+    # -- counters ----------------------------------------------------------------------------
+
+    def count(self, host: str, method: str, code: str) -> None:
+        with self._lock:
+            self._requests[(host, method, code)] += 1
+
+    def fallback(self, host: str) -> None:
+        with self._lock:
+            self._fallbacks[host] += 1
+
+    def ratelimit(self, host: str, limit: int | None, remaining: int | None) -> None:
+        if limit is not None or remaining is not None:
+            with self._lock:
+                self._ratelimits[host] = (limit, remaining)
+
+    def counters(self) -> Counters:
+        with self._lock:
+            return Counters(
+                tuple(sorted((h, lim, rem) for h, (lim, rem) in self._ratelimits.items())),
+                tuple(sorted(self._requests.items())), tuple(sorted(self._fallbacks.items())))
