@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 from exporter import backoff
 from exporter.sources.engine import EngineError
+from exporter.values import redact_url
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class Source(Generic[T]):
         try:
             snapshot = self._read()
         except Exception as exc:
-            reason = f"{exc.reason}: {exc.detail}" if isinstance(exc, EngineError) else repr(exc)
+            reason = redact_url(f"{exc.reason}: {exc.detail}" if isinstance(exc, EngineError)
+                                else repr(exc))
             if not isinstance(exc, EngineError):
                 log.debug("source %s raised", self.name, exc_info=True)
             if self._failures == 0:
