@@ -292,6 +292,11 @@ class Config:
 
     config_file: str | None = None
 
+    def __repr__(self) -> str:
+        """Secrets left out and URL user-info masked: a Config may end up in a log."""
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return redact_url(f"Config({shown})")
+
     def listen(self) -> tuple[str, int]:
         host, _, port = self.web_listen_address.rpartition(":")
         return host.strip("[]") or "", int(port)
@@ -323,8 +328,14 @@ def _suggest(key: str) -> str:
 
 
 def _key_text(key: Any) -> str:
-    return key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else (
-        v.describe(key))
+    """A YAML key as an error names it: as YAML spells it, short, on one line."""
+    if key is None or isinstance(key, bool):
+        text = {None: "null", True: "true", False: "false"}[key]
+    elif isinstance(key, int) and key.bit_length() >= 64:
+        text = "a large number"
+    else:
+        text = str(key)
+    return _one_line(text, 60)
 
 
 def _flatten(doc: Mapping[Any, Any], prefix: str, out: dict[str, Any],
