@@ -436,8 +436,7 @@ def load(
         try:
             chosen["docker.host"] = (v.docker_host(environ["DOCKER_HOST"]), "$DOCKER_HOST")
         except ValueError as exc:
-            errors.append(ConfigError("docker.host", f"{exc} (from $DOCKER_HOST)",
-                                      "$DOCKER_HOST"))
+            errors.append(ConfigError("docker.host", str(exc), "$DOCKER_HOST"))
     attrs: dict[str, Any] = {}
     given: dict[str, str] = {}  # attribute -> the key that gave it
     for key, (value, origin) in chosen.items():

@@ -123,7 +123,8 @@ def format_duration(seconds: float) -> str:
 def listen_address(value: Any) -> str:
     text = string(value)
     host, sep, port = text.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5) or not (
+            0 < int(port) < 65536):
         raise ValueError(f"{describe(value)} is not a listen address: use HOST:PORT or :PORT")
     if host.startswith("[") != host.endswith("]"):
         raise ValueError(f"{describe(value)} is not a listen address: unbalanced IPv6 brackets")
