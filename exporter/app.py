@@ -96,10 +96,6 @@ def build_registry(parts: Parts) -> CollectorRegistry:
     return registry
 
 
-def _webhook_secret(config: Config) -> str:
-    return config.webhook_distribution_secret or config.webhook_distribution_secret_file
-
-
 class Exporter:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -116,7 +112,7 @@ class Exporter:
         )
         hub_api = None
         if config.hub_enabled and config.upstream_mode != "central":
-            hub_api = HubAPI(config.hub_url, config.hub_username, config.hub_password_file)
+            hub_api = HubAPI(config.hub_url, config.hub_username, config.hub_password)
         if config.upstream_mode in ("local", "central"):
             upstream = make_source(config, parts.engine, problems)
             parts.upstream, parts.store = upstream.source, upstream.store
@@ -132,8 +128,8 @@ class Exporter:
             hub = HubReader(hub_api, config.hub_repositories, config.hub_local_images,
                             parts.engine)
             parts.hub = Source("hub", hub.read, config.hub_interval, hub_api.close, problems)
-        if _webhook_secret(config):
-            parts.webhook = DistributionWebhook(_webhook_secret(config),
+        if config.webhook_distribution_secret:
+            parts.webhook = DistributionWebhook(config.webhook_distribution_secret,
                                                 dict(config.webhook_distribution_registries))
         if config.harbor_instances:
             harbor = HarborReader(config.harbor_instances)

@@ -1,4 +1,6 @@
-"""Command line: serve metrics (default), ``check-config FILE``, ``report``."""
+"""Command line: serve metrics (default), ``check-config FILE``, ``report``, ``bundle``.
+
+The settings' flags may stand before or after the command, for every command."""
 
 from __future__ import annotations
 
@@ -20,55 +22,108 @@ from exporter.sources.inventory import EngineReader
 log = logging.getLogger("exporter")
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config.file", dest="config_file", metavar="FILE",
-                        help="YAML configuration file; its keys are the flag names "
-                             f"(env {config.ENV_PREFIX}CONFIG_FILE).")
+def _setting_flags(parser: argparse.ArgumentParser, given: dict[str, str],
+                   shown: bool = True) -> None:
+    """The settings' flags, on the main parser and on each command's, so they may stand
+    before or after the command. They record into ``given`` instead of the namespace: a
+    command's parser fills a namespace of its own whose defaults would overwrite the values
+    given before the command, and a flag given twice is refused instead of half-dropped."""
+
+    class Once(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: object, option_string: str | None = None) -> None:
+            if self.dest in given:
+                parser.error(f"{option_string} is given twice")
+            given[self.dest] = str(values)
+
+    def add(flag: str, dest: str, metavar: str, text: str) -> None:
+        parser.add_argument(flag, dest=dest, metavar=metavar, action=Once,
+                            default=argparse.SUPPRESS,
+                            help=text if shown else argparse.SUPPRESS)
+
+    add("--config.file", "config.file", "FILE", "YAML configuration file; its keys are the "
+        f"flag names (env {config.ENV_PREFIX}CONFIG_FILE).")
     for s in config.flag_settings():
-        shown = s.show(s.default) if s.default is not None else ""
-        default = f" (default: {shown})" if shown else ""
-        common.add_argument(s.flag, dest=s.key, metavar=s.metavar, default=None,
-                            help=f"{s.help}{default} [env {s.env}]")
+        value = s.show(s.default) if s.default is not None else ""
+        default = f" (default: {value})" if value else ""
+        add(s.flag, s.key, s.metavar, f"{s.help}{default} [env {s.env}]")
+
+
+def _parser(given: dict[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="docker-hygiene-exporter", parents=[common],
-        description="Prometheus exporter for Docker disk usage, image age and staleness.")
+        prog="docker-hygiene-exporter", allow_abbrev=False,
+        usage="%(prog)s [FLAGS] [COMMAND] [FLAGS]",
+        description="Prometheus exporter for Docker disk usage, image age and staleness. "
+                    "Settings flags may stand before or after the command.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    check = sub.add_parser("check-config", help="validate a configuration file and exit")
-    check.add_argument("file", metavar="FILE")
-    sub.add_parser("report", parents=[common],
-                   help="print disk usage, oldest images and stale containers, then exit")
+    _setting_flags(parser, given)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                prog="docker-hygiene-exporter")
+    check = sub.add_parser(
+        "check-config", allow_abbrev=False, usage="%(prog)s [FLAGS] [FILE]",
+        help="check a configuration file (with the environment and flags) and exit",
+        description="Check the configuration start-up would use: the file, DOCKER_HYGIENE_* "
+                    "variables and the flags given. Prints every error, one line each as "
+                    "FILE: key: reason, and exits 1 when there is any.")
+    check.add_argument("file", metavar="FILE", nargs="?",
+                       help="the file to check (or --config.file)")
+    _setting_flags(check, given)
+    report = sub.add_parser(
+        "report", allow_abbrev=False, usage="%(prog)s [FLAGS]",
+        help="print disk usage, oldest images and stale containers, then exit")
+    _setting_flags(report, given)
     bundle.add_parser(sub)
+    # bundle reads no configuration: its parser knows the flags only to refuse them clearly.
+    sub.choices["bundle"].allow_abbrev = False
+    _setting_flags(sub.choices["bundle"], given, shown=False)
     return parser
 
 
-def _flags(args: argparse.Namespace) -> dict[str, str]:
-    return {s.key: getattr(args, s.key) for s in config.flag_settings()
-            if getattr(args, s.key, None) is not None}
+def _error(message: str) -> int:
+    print(f"docker-hygiene-exporter: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    given: dict[str, str] = {}
+    args = _parser(given).parse_args(argv)
+    config_file = given.pop("config.file", None)
     if args.command == "bundle":
+        if config_file is not None or given:
+            flag = "--config.file" if config_file is not None else \
+                config.SETTINGS_BY_KEY[next(iter(given))].flag
+            return _error(f"bundle: {flag} does not apply: bundle writes the packaged files "
+                          "and reads no configuration")
         return bundle.run(args)
     if args.command == "check-config":
-        try:
-            config.build(environ={}, config_file=args.file)
-        except config.ConfigError as exc:
-            print(f"{args.file}: {exc}", file=sys.stderr)
-            return 1
-        print(f"{args.file}: ok")
-        return 0
-    try:
-        cfg = config.build(_flags(args), config_file=args.config_file)
-    except config.ConfigError as exc:
-        print(f"docker-hygiene-exporter: configuration error: {exc}", file=sys.stderr)
+        return check_config(args.file, config_file, given)
+    cfg, errors = config.load(given, config_file=config_file)
+    if cfg is None:
+        for err in errors:
+            origin = f" (from {err.origin})" if err.origin not in err.reason else ""
+            print(f"docker-hygiene-exporter: configuration error: {err}{origin}",
+                  file=sys.stderr)
         return 2
     logs.setup(cfg.log_level, cfg.log_format)
     if args.command == "report":
         return report(cfg)
     return serve(cfg)
+
+
+def check_config(file: str | None, config_file: str | None, flags: dict[str, str]) -> int:
+    """Every error in the file (and in the environment and flags), one line each."""
+    if file is not None and config_file is not None and file != config_file:
+        return _error("check-config: give the file as FILE or as --config.file, not both")
+    path = file or config_file or os.environ.get(config.ENV_PREFIX + "CONFIG_FILE")
+    if not path:
+        return _error("check-config: which file? Give FILE or --config.file")
+    _, errors = config.load(flags, config_file=path)
+    for err in errors:
+        print(f"{err.origin}: {err}", file=sys.stderr)
+    if errors:
+        return 1
+    print(f"{path}: ok")
+    return 0
 
 
 def report(cfg: config.Config) -> int:

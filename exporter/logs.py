@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from exporter.values import redact_url
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "error": logging.ERROR}
 _NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn",
@@ -17,6 +19,7 @@ def _fields(record: logging.LogRecord) -> dict[str, str]:
     msg = record.getMessage()
     if record.exc_info:
         msg += " " + logging.Formatter().formatException(record.exc_info).replace("\n", " | ")
+    msg = redact_url(msg)  # httpx quotes URLs, user-info included, in its errors
     ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
     return {"ts": ts.replace("+00:00", "Z"), "level": _NAMES.get(record.levelno, "info"),
             "logger": record.name, "msg": msg}

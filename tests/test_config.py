@@ -113,7 +113,17 @@ def test_every_setting_has_flag_env_and_yaml_key() -> None:
     for s in config.SETTINGS:
         assert s.flag == "--" + s.key.replace("_", "-")
         assert s.env.startswith("DOCKER_HYGIENE_") and s.env.isupper()
-        assert hasattr(config.Config(), s.key.replace(".", "_"))
+        assert hasattr(config.Config(), s.attr)
+
+
+# Secrets read from a file are named for what they hold; every other attribute is its key.
+SECRET_ATTRS = {"hub.password_file": "hub_password",
+                "webhook.distribution.secret_file": "webhook_distribution_secret"}
+
+
+def test_attributes_are_keys_except_secrets_from_files() -> None:
+    for s in config.SETTINGS:
+        assert s.attr == SECRET_ATTRS.get(s.key, s.key.replace(".", "_")), s.key
 
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)

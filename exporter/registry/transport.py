@@ -109,16 +109,6 @@ def client(timeout: float, verify: bool = True, connections: int = 16,
                         trust_env=False, headers={"User-Agent": USER_AGENT, **(headers or {})})
 
 
-def redact(url: str) -> str:
-    """``url`` without the user-info it may carry (``https://user:secret@host`` ->
-    ``https://host``), for logs, labels and pages."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        return "<unparseable URL>"
-    return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else url
-
-
 def why(exc: BaseException | None) -> str:
     """The innermost reason of a transport failure, e.g. "[Errno 111] Connection refused"."""
     seen = 0

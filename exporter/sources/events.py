@@ -18,6 +18,7 @@ from typing import Any
 from exporter import backoff, reference
 from exporter.sources.engine import Engine
 from exporter.sources.loop import Problems, SourceError, Status
+from exporter.values import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,8 @@ class EventStream:
 
     def _disconnected(self, exc: Exception, failures: int) -> None:
         expected = isinstance(exc, SourceError)
-        reason = str(exc) if expected else f"{type(exc).__name__}: {exc}"
-        cause = exc.cause if isinstance(exc, SourceError) else reason
+        reason = redact_url(str(exc) if expected else f"{type(exc).__name__}: {exc}")
+        cause = redact_url(exc.cause) if isinstance(exc, SourceError) else reason
         with self._lock:
             was_connected = self._connected
             self._connected = False

@@ -40,7 +40,7 @@ class HarborReader:
     def read(self) -> HarborSnapshot:
         failures, attempts, last_error = 0, 0, ""
         for instance in self.instances:
-            registry = urlparse(instance.url).netloc
+            registry = urlparse(instance.url).netloc.rpartition("@")[2]  # no user-info
             auth = (instance.username, instance.password) if instance.username else None
             for project in instance.projects:
                 attempts += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from exporter import backoff
+from exporter.values import redact_url
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -127,8 +128,9 @@ class Source(Generic[T]):
 
     def _failed(self, exc: Exception, duration: float) -> None:
         expected = isinstance(exc, SourceError)
-        reason = str(exc) if expected else f"{type(exc).__name__}: {exc}"
-        cause = exc.cause if isinstance(exc, SourceError) else reason
+        # Errors may quote a URL, user-info and all (httpx does): never show that part.
+        reason = redact_url(str(exc) if expected else f"{type(exc).__name__}: {exc}")
+        cause = redact_url(exc.cause) if isinstance(exc, SourceError) else reason
         if self._failures == 0:
             first = self.problems.failing(self.name, cause)
             if not expected:

@@ -43,6 +43,7 @@ from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
 from exporter.sources.engine import Engine, EngineError
 from exporter.sources.loop import Problems, Source, SourceError
 from exporter.state import StateStore
+from exporter.values import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -482,7 +483,7 @@ class FleetTargets:
                 r.raise_for_status()
                 result = r.json()["data"]["result"]
             except (httpx.HTTPError, ValueError, KeyError, TypeError, RecursionError) as exc:
-                raise SourceError(f"{transport.redact(url)}: query the fleet's tags: "
+                raise SourceError(f"{redact_url(url)}: query the fleet's tags: "
                                   f"{transport.why(exc)}") from None
             refs.update(str(item.get("metric", {}).get("image", "")) for item in result
                         if isinstance(item, dict))

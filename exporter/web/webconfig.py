@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bcrypt
-import yaml
+
+from exporter import yamlfile
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +126,9 @@ def _tls(doc: Mapping[str, Any], base: str) -> ssl.SSLContext | None:
 
 def load(path: str) -> WebConfig:
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
-    except OSError as exc:
-        raise WebConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise WebConfigError(f"{path} is not valid YAML") from None
+        doc = yamlfile.load(path)
+    except yamlfile.YamlFileError as exc:
+        raise WebConfigError(str(exc)) from None
     doc = _require_mapping(doc, "web config")
     for key in doc:
         if key not in ("tls_server_config", "http_server_config", "basic_auth_users"):
