@@ -233,10 +233,19 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"{value!r} is not true or false")
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the user-info of every URL in it masked: ``https://u:p@host/`` becomes
+    ``https://<masked>@host/``. For URLs shown in logs, errors and pages."""
+    return _USERINFO.sub(r"\1<masked>@", text)
+
+
 def _url(value: Any) -> str:
     value = _string(value)
     if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"{value!r} is not an http(s) URL")
+        raise ValueError(f"{redact_url(repr(value))} is not an http(s) URL")
     return value.rstrip("/")
 
 
@@ -274,7 +283,8 @@ class HarborInstance:
     projects: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
-        return f"HarborInstance(url={self.url!r}, username={self.username!r}, password=<masked>)"
+        return (f"HarborInstance(url={redact_url(self.url)!r}, username={self.username!r}, "
+                "password=<masked>)")
 
 
 def _harbor_instances(value: Any) -> tuple[HarborInstance, ...]:
@@ -308,7 +318,7 @@ def _harbor_instances(value: Any) -> tuple[HarborInstance, ...]:
 
 
 def _show_harbor(value: tuple[HarborInstance, ...]) -> str:
-    return ", ".join(f"{h.url} (projects {', '.join(h.projects)}"
+    return ", ".join(f"{redact_url(h.url)} (projects {', '.join(h.projects)}"
                      f"{', user ' + h.username if h.username else ''})" for h in value)
 
 
@@ -510,14 +520,16 @@ SETTINGS: tuple[Setting, ...] = (
             "Count image pulls on this host from the engine's event stream.", "BOOL"),
     Setting("hub.enabled", _bool, True,
             "Read pull and star counts of Docker Hub repositories from the Hub API.", "BOOL"),
-    Setting("hub.url", _url, "https://hub.docker.com", "Docker Hub API base URL.", "URL"),
+    Setting("hub.url", _url, "https://hub.docker.com", "Docker Hub API base URL.", "URL",
+            redact_url),
     Setting("hub.interval", parse_duration, 3600.0,
             "How often the Hub API is read.", "DURATION", format_duration),
     Setting("hub.repositories", _string_list, (),
-            "Hub repositories to read besides those local images come from "
+            "Hub repositories to read besides those local images were pulled from "
             "(namespace/name; official images are library/name).", "REPO,...", _show_list),
     Setting("hub.local_images", _bool, True,
-            "Also read every Docker Hub repository that local images come from.", "BOOL"),
+            "Also read the Docker Hub repositories local images were pulled from (a docker.io "
+            "RepoDigest); local builds are never named to Docker Hub.", "BOOL"),
     Setting("hub.username", _optional_string, "",
             "Docker Hub user for the Hub API (optional; raises its rate limit).", "USER"),
     Setting("hub.password_file", _secret_file, "",
