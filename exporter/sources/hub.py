@@ -194,8 +194,9 @@ class HubReader:
     def pulled(self) -> tuple[list[str], list[tuple[str, str, str]]]:
         """The Docker Hub repositories local images were pulled from (the image carries a
         docker.io RepoDigest for it), and the local tags of those repositories on such
-        images: (short reference, repository, tag). A local build has no RepoDigest, so
-        ``docker build -t mycorp/secret-app`` is never named to Docker Hub."""
+        images: (short reference, repository, tag). In the classic image store a local build
+        has no RepoDigest, so ``docker build -t mycorp/secret-app`` is never named to Docker
+        Hub (the containerd store gives every tag one: see the docs' Security section)."""
         snap = self.engine.snapshot
         repositories: set[str] = set()
         tags: set[tuple[str, str, str]] = set()
@@ -212,18 +213,14 @@ class HubReader:
                     tags.add((ref.familiar(), ref.path, ref.tag))
         return sorted(repositories), sorted(tags)
 
-    def wanted(self) -> list[str]:
-        """Configured repositories first (they keep their own series past the cap), then
-        those pulled from."""
-        return list(dict.fromkeys(self.configured + self.pulled()[0]))
-
     def read(self) -> HubSnapshot:
         if self.local_images and self.engine.snapshot is None:
             self.engine.ready.wait(30)
-        wanted = self.wanted()
+        pulled, tags = self.pulled()
+        # Configured repositories first: they keep their own series past the cap.
+        wanted = list(dict.fromkeys(self.configured + pulled))
         for gone in set(self._known) - set(wanted):
             del self._known[gone]
-        tags = self.pulled()[1]
         for gone in set(self._pushed) - {short for short, _, _ in tags}:
             del self._pushed[gone]
         failures, last_error, read = 0, "", 0
