@@ -248,11 +248,12 @@ class Config:
         "hub.interval", v.duration(), 3600.0, "How often the Hub API is read.", *_DURATION)
     hub_repositories: tuple[str, ...] = _setting(
         "hub.repositories", v.string_list, (),
-        "Hub repositories to read besides those local images come from "
+        "Hub repositories to read besides those local images were pulled from "
         "(namespace/name; official images are library/name).", "REPO,...", v.show_list)
     hub_local_images: bool = _setting(
         "hub.local_images", v.boolean, True,
-        "Also read every Docker Hub repository that local images come from.", "BOOL")
+        "Also read the Docker Hub repositories local images were pulled from (a docker.io "
+        "RepoDigest); local builds are never named to Docker Hub.", "BOOL")
     hub_username: str = _setting(
         "hub.username", v.optional_string, "",
         "Docker Hub user for the Hub API (optional; raises its rate limit).", "USER")

@@ -95,6 +95,13 @@ def test_state_store_unusable(kind: str, tmp_path: Path, registry: Registry,
         if kind == "missing_dirs":
             assert persistent == 1 and path.exists()
             return
+        if kind == "corrupt":  # moved aside, and a fresh file started in its place
+            assert persistent == 1
+            aside = list(tmp_path.glob("state.db.corrupt-*"))
+            assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+            assert exp.log().count("moved it aside") == 1, exp.log()
+            assert "keeping state in memory only" not in exp.log()
+            return
         assert persistent == 0
         assert exp.log().count("keeping state in memory only") == 1, exp.log()
     finally:

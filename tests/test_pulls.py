@@ -5,14 +5,30 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from exporter import config
+from exporter.collectors.pulls import PullsCollector
+from exporter.config import ConfigError, HarborInstance, redact_url
+from exporter.sources import events as events_source
+from exporter.sources import harbor as harbor_source
+from exporter.sources import hub as hub_source
+from exporter.sources import webhook as webhook_source
+from exporter.sources.engine import Engine
+from exporter.sources.events import EventStream
+from exporter.sources.harbor import HarborReader
+from exporter.sources.hub import HubAPI, HubReader
+from exporter.sources.inventory import EngineReader
+from exporter.sources.loop import Source
+from exporter.sources.webhook import DistributionWebhook
+from exporter.timestamps import parse_timestamp
 from tests.registries import access_log, put_index
 from tests.services import Dockerd, ExporterProcess, Registry, wait_for
-from tests.standins import DockerHub, Harbor
+from tests.standins import DockerHub, Harbor, hub_tag
 from tests.test_upstream import push_version
 
 OFF = ("--upstream.mode", "off", "--hub.enabled", "false", "--collector.disk.interval", "1h")
@@ -180,27 +196,79 @@ def test_webhook_is_off_without_a_secret(dockerd: Dockerd, exporter_factory) -> 
 
 # -- Docker Hub -------------------------------------------------------------------------------
 
-def test_docker_hub_counts_for_configured_and_local_repositories(dockerd: Dockerd,
-                                                                 exporter_factory) -> None:
-    hub = DockerHub({"library/hygiene-base": (1234, 5, "2026-11-01T10:00:00.123456Z"),
-                     "grafana/grafana": (9_000_000_000, 7000, "2026-10-01T00:00:00Z")})
+@pytest.fixture(scope="module")
+def hub_host(registry: Registry, tmp_path_factory) -> Iterator[Dockerd]:
+    """A dockerd whose Docker Hub is the local registry (``--registry-mirror``), holding
+    hygieneorg/puller:1.2.0 and :1.3.0 pulled "from Docker Hub" (docker.io RepoDigests), and
+    next to them images named like Hub repositories that never came from there:
+    mycorp/secret-app:1 (docker build), mycorp/secret-app:2 (a pulled image tagged again
+    here) and hygiene-base:1 (docker import)."""
+    host = Dockerd(Path(tmp_path_factory.mktemp("hub-mirror", numbered=True)),
+                   args=("--registry-mirror", f"http://{registry.address}")).start()
     try:
-        exp = exporter_factory("--docker.host", dockerd.host, "--upstream.mode", "off",
+        host.make_base_image("hygiene-base:1")
+        for version in ("1.2.0", "1.3.0"):
+            mirrored = f"{registry.address}/hygieneorg/puller:{version}"
+            push_version(host, mirrored, f"puller {version}")
+            host.cli("rmi", mirrored)
+            host.cli("pull", f"hygieneorg/puller:{version}")
+        host.build("mycorp/secret-app:1", "FROM hygiene-base:1\nCOPY s /s\n", {"s": "secret"})
+        host.cli("tag", "hygieneorg/puller:1.3.0", "mycorp/secret-app:2")
+        digests = host.cli("image", "inspect", "-f", "{{.RepoDigests}}",
+                           "hygieneorg/puller:1.2.0", "mycorp/secret-app:1", "hygiene-base:1")
+        assert digests.split("\n")[0].startswith("[hygieneorg/puller@sha256:"), digests
+        assert digests.split("\n")[1:3] == ["[]", "[]"], digests
+        yield host
+    finally:
+        host.stop()
+
+
+HUB_REPOSITORIES = {"hygieneorg/puller": (1234, 5, "2026-11-01T10:00:00.123456Z"),
+                    "grafana/grafana": (9_000_000_000, 7000, "2026-10-01T00:00:00Z"),
+                    # Known to the stand-in, so a leak would show as a series too.
+                    "mycorp/secret-app": (1, 0, "2026-01-01T00:00:00Z"),
+                    "library/hygiene-base": (1, 0, "2026-01-01T00:00:00Z")}
+HUB_TAGS = {"hygieneorg/puller": [hub_tag("1.2.0", "2026-01-01T00:00:00Z", [("linux", "amd64")]),
+                                  hub_tag("1.3.0", "2026-03-01T00:00:00Z", [("linux", "amd64")])],
+            "mycorp/secret-app": [hub_tag("1", "2026-01-01T00:00:00Z", [("linux", "amd64")]),
+                                  hub_tag("2", "2026-01-01T00:00:00Z", [("linux", "amd64")])]}
+
+
+def _named(requests, *names: str) -> set[str]:
+    return {k for k in requests if any(n in k for n in names)}
+
+
+def test_docker_hub_hears_only_of_what_was_pulled_from_it(hub_host: Dockerd,
+                                                           exporter_factory) -> None:
+    hub = DockerHub(dict(HUB_REPOSITORIES), tags=HUB_TAGS)
+    try:
+        exp = exporter_factory("--docker.host", hub_host.host, "--upstream.mode", "off",
                                "--hub.url", hub.url, "--hub.interval", "1s",
                                "--hub.repositories", "grafana/grafana")
         m = exp.wait_metrics(lambda m: m.get("docker_hub_repository_pulls_total",
-                                             repository="grafana/grafana") is not None)
-        m = exp.wait_metrics(lambda m: m.get("docker_hub_repository_pulls_total",
-                                             repository="library/hygiene-base") == 1234)
-        assert m.get("docker_hub_repository_stars", repository="library/hygiene-base") == 5
+                                             repository="hygieneorg/puller") == 1234
+                             and m.get("docker_image_upstream_tag_last_pushed_timestamp_seconds",
+                                       image="hygieneorg/puller:1.3.0") is not None)
+        assert m.get("docker_hub_repository_stars", repository="hygieneorg/puller") == 5
         assert m.get("docker_hub_repository_last_updated_timestamp_seconds",
-                     repository="library/hygiene-base") == 1793527200.123456
+                     repository="hygieneorg/puller") == 1793527200.123456
         assert m.get("docker_hub_repository_pulls_total",
                      repository="grafana/grafana") == 9_000_000_000
-        # Local images from other registries are not Hub repositories.
-        asked = {k for k in hub.requests if k.startswith("GET ")}
-        assert all(k.startswith("GET /v2/namespaces/") for k in asked)
-        assert not any("127.0.0.1" in k for k in asked)
+        # A few more cycles, each of which could have asked about the local builds.
+        reads = hub.requests["GET /v2/namespaces/hygieneorg/repositories/puller"]
+        wait_for(lambda: hub.requests["GET /v2/namespaces/hygieneorg/repositories/puller"]
+                 >= reads + 3, 15, "three more Hub cycles")
+        assert not _named(hub.requests, "secret-app", "mycorp", "hygiene-base"), hub.requests
+        assert set(hub.requests) == {
+            "GET /v2/namespaces/hygieneorg/repositories/puller",
+            "GET /v2/namespaces/grafana/repositories/grafana",
+            "GET /v2/namespaces/hygieneorg/repositories/puller/tags/1.2.0",
+            "GET /v2/namespaces/hygieneorg/repositories/puller/tags/1.3.0"}, hub.requests
+        hub_series = [lb for name, lb, _ in exp.scrape().samples
+                      if name.startswith(("docker_hub_", "docker_image_upstream_tag_"))]
+        assert {lb.get("repository") or lb.get("image") for lb in hub_series} == {
+            "hygieneorg/puller", "grafana/grafana", "hygieneorg/puller:1.2.0",
+            "hygieneorg/puller:1.3.0"}
 
         # 429: the last values stay, the collector says it failed, nothing more is asked
         # until Retry-After has passed.
@@ -214,6 +282,115 @@ def test_docker_hub_counts_for_configured_and_local_repositories(dockerd: Docker
         assert m.get("docker_hub_repository_pulls_total", repository="grafana/grafana") == 9e9
     finally:
         hub.stop()
+
+
+def test_docker_hub_is_not_asked_when_nothing_came_from_it(dockerd: Dockerd, exporter_factory,
+                                                           tmp_path: Path) -> None:
+    """Only local builds (and images from other registries): not one request, not even the
+    login, and the hub source is healthy, not failing."""
+    dockerd.build("mycorp/secret-app:1", "FROM hygiene-base:1\nCOPY s /s\n", {"s": "secret"})
+    hub = DockerHub(dict(HUB_REPOSITORIES), login=("acme-bot", "dckr_pat_secret"),
+                    tags=HUB_TAGS)
+    (tmp_path / "pat").write_text("dckr_pat_secret\n")
+    try:
+        exp = exporter_factory("--docker.host", dockerd.host, "--upstream.mode", "off",
+                               "--hub.url", hub.url, "--hub.interval", "1s",
+                               "--hub.username", "acme-bot", "--hub.password-file",
+                               str(tmp_path / "pat"))
+        m = exp.wait_metrics(lambda m: m.get("docker_exporter_collector_success",
+                                             collector="hub") == 1, what="hub healthy")
+        first = m.get("docker_exporter_collector_last_success_timestamp_seconds",
+                      collector="hub")
+        assert first is not None
+        m = exp.wait_metrics(lambda m: (m.get(
+            "docker_exporter_collector_last_success_timestamp_seconds", collector="hub")
+            or 0) >= first + 2, what="more Hub cycles")
+        assert m.get("docker_exporter_collector_success", collector="hub") == 1
+        assert not hub.requests, hub.requests
+        assert m.select("docker_hub_repository_pulls_total") == []
+        assert "source hub is failing" not in exp.log()
+    finally:
+        hub.stop()
+        dockerd.cli("rmi", "mycorp/secret-app:1")
+
+
+def test_docker_hub_pull_counter_never_goes_down(dockerd: Dockerd, exporter_factory) -> None:
+    hub = DockerHub({"acme/tool": (1000, 3, "2026-11-01T00:00:00Z")})
+    try:
+        exp = exporter_factory("--docker.host", dockerd.host, "--upstream.mode", "off",
+                               "--hub.url", hub.url, "--hub.interval", "1s",
+                               "--hub.local-images", "false", "--hub.repositories", "acme/tool")
+        exp.wait_metrics(lambda m: m.get("docker_hub_repository_pulls_total",
+                                         repository="acme/tool") == 1000)
+        hub.repositories["acme/tool"] = (900, 2, "2026-11-02T00:00:00Z")
+        path = "GET /v2/namespaces/acme/repositories/tool"
+        reads = hub.requests[path]
+        m = exp.wait_metrics(lambda m: m.get("docker_hub_repository_stars",
+                                             repository="acme/tool") == 2, what="a new read")
+        wait_for(lambda: hub.requests[path] >= reads + 3, 15, "three reads of 900")
+        m = exp.scrape()
+        assert m.get("docker_hub_repository_pulls_total", repository="acme/tool") == 1000
+        assert m.get("docker_hub_repository_stars", repository="acme/tool") == 2  # a gauge
+        assert exp.log().count("fewer than the 1000") == 1, exp.log()
+        hub.repositories["acme/tool"] = (1100, 2, "2026-11-02T00:00:00Z")
+        exp.wait_metrics(lambda m: m.get("docker_hub_repository_pulls_total",
+                                         repository="acme/tool") == 1100, what="higher again")
+        assert exp.log().count("fewer than") == 1
+    finally:
+        hub.stop()
+
+
+def test_docker_hub_caps_fold_into_other(hub_host: Dockerd, monkeypatch) -> None:
+    """Past the caps, repositories fold into repository="_other" (pulls and stars summed,
+    the latest update) and local tags into image="_other" (the latest push); no series is
+    cut off, and _other never goes down either."""
+    monkeypatch.setattr(hub_source, "MAX_REPOSITORIES", 2)
+    monkeypatch.setattr(hub_source, "MAX_TAGS", 1)
+    repos = {"acme/d": (40, 4, "2026-04-01T00:00:00Z"), "acme/c": (30, 3, "2026-05-01T00:00:00Z"),
+             "acme/b": (20, 2, "2026-02-01T00:00:00Z"), "acme/a": (10, 1, "2026-01-01T00:00:00Z"),
+             "hygieneorg/puller": (1234, 5, "2026-03-01T00:00:00Z")}
+    hub = DockerHub(repos, tags=HUB_TAGS)
+    engine = Engine(hub_host.host, 30)
+    engine_source = Source("engine", EngineReader(engine).read, 60.0)
+    api = HubAPI(hub.url, "", "")
+    try:
+        assert engine_source.refresh()
+        reader = HubReader(api, ("acme/d", "acme/c", "acme/b", "acme/a"), True, engine_source)
+        source = Source("hub", reader.read, 60.0)
+
+        def series() -> dict[str, dict[str, float]]:
+            assert source.refresh(), source.status
+            out: dict[str, dict[str, float]] = {}
+            for family in PullsCollector(None, source, None, None).collect():
+                for sample in family.samples:
+                    key = sample.labels.get("repository") or sample.labels["image"]
+                    out.setdefault(sample.name, {})[key] = sample.value
+            return out
+
+        got = series()
+        # Configured repositories first, in the order given: acme/d and acme/c keep theirs.
+        assert got["docker_hub_repository_pulls_total"] == {
+            "acme/d": 40, "acme/c": 30, "_other": 20 + 10 + 1234}
+        assert got["docker_hub_repository_stars"] == {"acme/d": 4, "acme/c": 3,
+                                                      "_other": 2 + 1 + 5}
+        assert got["docker_hub_repository_last_updated_timestamp_seconds"]["_other"] == ts(
+            "2026-03-01T00:00:00Z")
+        assert got["docker_image_upstream_tag_last_pushed_timestamp_seconds"] == {
+            "hygieneorg/puller:1.2.0": ts("2026-01-01T00:00:00Z"),
+            "_other": ts("2026-03-01T00:00:00Z")}
+        hub.repositories["acme/b"] = (5, 2, "2026-02-01T00:00:00Z")
+        assert series()["docker_hub_repository_pulls_total"]["_other"] == 20 + 10 + 1234
+        assert not _named(hub.requests, "secret-app", "mycorp", "hygiene-base")
+    finally:
+        api.close()
+        engine.close()
+        hub.stop()
+
+
+def ts(text: str) -> float:
+    value = parse_timestamp(text)
+    assert value is not None
+    return value
 
 
 def test_docker_hub_credentials(dockerd: Dockerd, exporter_factory, tmp_path: Path) -> None:
@@ -263,3 +440,133 @@ def test_harbor_pull_counts_across_pages(dockerd: Dockerd, exporter_factory,
     finally:
         harbor.stop()
 
+
+
+def _harbor_config(tmp_path: Path, url: str, projects: str = "[team, infra]") -> Path:
+    (tmp_path / "hpw").write_text("harbor-pass")
+    cfg = tmp_path / "exporter.yml"
+    cfg.write_text(f"harbor:\n  interval: 1s\n  instances:\n    - url: {url}\n"
+                   "      username: robot$exporter\n"
+                   f"      password_file: {tmp_path / 'hpw'}\n"
+                   f"      projects: {projects}\n")
+    return cfg
+
+
+def test_harbor_pull_counter_never_goes_down(dockerd: Dockerd, exporter_factory,
+                                             tmp_path: Path) -> None:
+    harbor = Harbor({"team": {"app": 1000, "web": 5}}, login=("robot$exporter", "harbor-pass"))
+    try:
+        exp = exporter_factory("--docker.host", dockerd.host, *OFF, "--config.file",
+                               str(_harbor_config(tmp_path, harbor.url, "[team]")))
+        registry = f"127.0.0.1:{harbor.port}"
+
+        def app(m) -> float | None:
+            return m.get("docker_harbor_repository_pulls_total", registry=registry,
+                         project="team", repository="app")
+        exp.wait_metrics(lambda m: app(m) == 1000)
+        harbor.projects["team"] = {"app": 900, "web": 6}
+        path = "GET /api/v2.0/projects/team/repositories"
+        reads = harbor.requests[path]
+        exp.wait_metrics(lambda m: m.get("docker_harbor_repository_pulls_total",
+                                         repository="web") == 6, what="a new read")
+        wait_for(lambda: harbor.requests[path] >= reads + 3, 15, "three reads of 900")
+        assert app(exp.scrape()) == 1000
+        assert exp.log().count("fewer than the 1000") == 1, exp.log()
+        harbor.projects["team"] = {"app": 1001, "web": 6}
+        exp.wait_metrics(lambda m: app(m) == 1001, what="higher again")
+        assert exp.log().count("fewer than") == 1
+    finally:
+        harbor.stop()
+
+
+def test_harbor_cap_folds_into_other(monkeypatch) -> None:
+    """Past MAX_SERIES, repositories fold into (registry, project, "_other") with their pulls
+    summed, and that series never goes down either."""
+    monkeypatch.setattr(harbor_source, "MAX_SERIES", 3)
+    harbor = Harbor({"team": {f"svc{i}": 10 * i for i in range(1, 6)}, "infra": {"proxy": 7}},
+                    login=("robot$exporter", "harbor-pass"))
+    reader = HarborReader((HarborInstance(harbor.url, "robot$exporter", "harbor-pass",
+                                          ("team", "infra")),))
+    try:
+        source = Source("harbor", reader.read, 60.0)
+
+        def series() -> dict[tuple[str, str], float]:
+            assert source.refresh(), source.status
+            (family,) = PullsCollector(None, None, None, source).collect()
+            return {(s.labels["project"], s.labels["repository"]): s.value
+                    for s in family.samples if s.name == "docker_harbor_repository_pulls_total"}
+
+        assert series() == {("infra", "proxy"): 7, ("team", "svc1"): 10, ("team", "svc2"): 20,
+                            ("team", "_other"): 30 + 40 + 50}
+        harbor.projects["team"]["svc5"] = 0
+        assert series()[("team", "_other")] == 120
+    finally:
+        reader.close()
+        harbor.stop()
+
+
+def test_event_and_webhook_caps_fold_into_other(monkeypatch) -> None:
+    """The event stream and the Distribution webhook fold past their caps as well (summed)."""
+    monkeypatch.setattr(events_source, "MAX_REPOSITORIES", 3)
+    stream = EventStream("unix:///nonexistent.sock")  # fed directly: never connected
+    for n, name in enumerate(["a/one", "a/two", "a/three", "a/four", "a/five", "a/four"]):
+        assert stream.handle({"Type": "image", "Action": "pull", "id": f"{name}:1",
+                              "Actor": {"ID": f"{name}:1", "Attributes": {"name": name}},
+                              "time": 1_800_000_000 + n, "timeNano": (1_800_000_000 + n) * 10**9})
+    assert dict(stream.counts()) == {"a/one": 1, "a/two": 1, "a/three": 1, "_other": 3}
+
+    monkeypatch.setattr(webhook_source, "MAX_SERIES", 3)
+    hook = DistributionWebhook(SECRET, {})
+    events = [{"id": f"ev{n}", "timestamp": f"2026-11-28T04:21:{n:02d}Z", "action": "pull",
+               "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                          "repository": repo, "digest": "sha256:" + "1" * 64},
+               "request": {"addr": "10.0.0.9:5000", "host": "registry.internal",
+                           "method": "GET"}}
+              for n, repo in enumerate(["r1", "r2", "r3", "r4", "r5", "r1"])]
+    code, _ = hook.handle(SECRET, "application/vnd.docker.distribution.events.v1+json",
+                          json.dumps({"events": events}).encode())
+    assert code == 200
+    assert dict(hook.snapshot()[0]) == {("registry.internal", "r1"): 2,
+                                        ("registry.internal", "r2"): 1,
+                                        ("registry.internal", "r3"): 1,
+                                        ("registry.internal", "_other"): 2}
+
+
+def test_urls_with_user_info_are_never_shown(dockerd: Dockerd, exporter_factory,
+                                             tmp_path: Path) -> None:
+    """User-info in a Harbor or Hub URL is neither a label nor in the log or on the landing
+    page; the Harbor registry label is host and port."""
+    harbor = Harbor({"team": {"app": 3}}, login=("robot$exporter", "harbor-pass"))
+    hub = DockerHub({"acme/tool": (5, 0, "2026-11-01T00:00:00Z")})
+    try:
+        url = f"http://urluser:urlsecret@127.0.0.1:{harbor.port}"
+        cfg = _harbor_config(tmp_path, url, "[team, missing]")
+        exp = exporter_factory("--docker.host", dockerd.host, *OFF[:2], "--config.file",
+                               str(cfg), "--hub.url",
+                               f"http://hubuser:hubsecret@127.0.0.1:{hub.port}",
+                               "--hub.interval", "1s", "--hub.local-images", "false",
+                               "--hub.repositories", "acme/tool")
+        m = exp.wait_metrics(lambda m: m.select("docker_harbor_repository_pulls_total")
+                             and m.get("docker_hub_repository_pulls_total",
+                                       repository="acme/tool") == 5)
+        assert m.select("docker_harbor_repository_pulls_total") == [
+            ({"registry": f"127.0.0.1:{harbor.port}", "project": "team", "repository": "app"},
+             3.0)]
+        wait_for(lambda: "projects failed" in exp.log(), 10, "the missing project logged")
+        page = httpx.get(exp.url + "/").text
+        assert f"http://&lt;masked&gt;@127.0.0.1:{harbor.port}" in page or \
+            f"http://<masked>@127.0.0.1:{harbor.port}" in page, page
+        for shown in (exp.log(), page, exp.scrape_text()):
+            for secret in ("urluser", "urlsecret", "hubuser", "hubsecret"):
+                assert secret not in shown
+    finally:
+        hub.stop()
+        harbor.stop()
+
+
+def test_url_errors_mask_user_info() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.build({"hub.url": "ftp://someone:pa55word@hub.example.com"}, environ={})
+    assert "pa55word" not in str(err.value) and "someone" not in str(err.value)
+    assert redact_url("see https://u:p@ss@harbor:8443/api and http://plain/x?a=b@c") == (
+        "see https://<masked>@harbor:8443/api and http://plain/x?a=b@c")

@@ -76,5 +76,6 @@ class ExporterCollector:
             yield GaugeMetricFamily(
                 "docker_exporter_state_persistent",
                 "1 when the state store (drift-since times, registry documents) is written to "
-                "disk, 0 when it is kept in memory only because the file is unusable.",
+                "disk now, 0 while it is kept in memory only because the file cannot be "
+                "written (locked, read-only; tried again with back-off).",
                 value=1 if self.store.persistent else 0)

@@ -48,14 +48,18 @@ class PullsCollector:
             note = cached(self.hub.interval, "the Docker Hub API")
             hub_pulls = CounterMetricFamily(
                 "docker_hub_repository_pulls",
-                "Pulls of the repository as Docker Hub counts them." + note,
+                "Pulls of the repository as Docker Hub counts them; never lower than before (a "
+                "lower count upstream is logged and held at the highest seen); past the cap, "
+                "repository=\"_other\" sums the rest." + note,
                 labels=["repository"])
             stars = GaugeMetricFamily("docker_hub_repository_stars",
-                                      "Stars of the repository on Docker Hub." + note,
+                                      "Stars of the repository on Docker Hub "
+                                      "(_other: summed)." + note,
                                       labels=["repository"])
             updated = GaugeMetricFamily(
                 "docker_hub_repository_last_updated_timestamp_seconds",
-                "When the repository was last pushed to, as Docker Hub says." + note,
+                "When the repository was last pushed to, as Docker Hub says (_other: the "
+                "latest)." + note,
                 labels=["repository"])
             for r in self.hub.snapshot.repositories:
                 hub_pulls.add_metric([r.repository], r.pulls)
@@ -64,7 +68,8 @@ class PullsCollector:
                     updated.add_metric([r.repository], r.last_updated)
             pushed = GaugeMetricFamily(
                 "docker_image_upstream_tag_last_pushed_timestamp_seconds",
-                "When the local tag was last pushed to Docker Hub (tag_last_pushed)." + note,
+                "When the local tag was last pushed to Docker Hub (tag_last_pushed; _other: "
+                "the latest)." + note,
                 labels=["image"])
             for image, when in self.hub.snapshot.tags:
                 pushed.add_metric([image], when)
@@ -94,7 +99,9 @@ class PullsCollector:
         if self.harbor is not None and self.harbor.snapshot is not None:
             harbor = CounterMetricFamily(
                 "docker_harbor_repository_pulls",
-                "Pulls of the repository as Harbor counts them."
+                "Pulls of the repository as Harbor counts them; never lower than before (a lower "
+                "count upstream is logged and held at the highest seen); past the cap, "
+                "repository=\"_other\" sums the rest of the project."
                 + cached(self.harbor.interval, "Harbor"),
                 labels=["registry", "project", "repository"])
             for r in self.harbor.snapshot.repositories:

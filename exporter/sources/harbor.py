@@ -1,11 +1,15 @@
 """Harbor per-repository pull counts, for the projects named in the config.
 
 Harbor counts pulls itself; this reads ``pull_count`` from its repository list, page by
-page, and keeps the last good values of a project whose read failed.
+page, and keeps the last good values of a project whose read failed. The ``registry`` label
+is the URL's host and port, never its user-info; a series' count never goes lower than it
+was published (Prometheus would read that as a reset), and past MAX_SERIES repositories fold
+into ``_other`` per project (pulls summed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 from urllib.parse import urlparse
@@ -13,7 +17,7 @@ from urllib.parse import urlparse
 import httpx
 
 from exporter import __version__
-from exporter.config import HarborInstance
+from exporter.config import HarborInstance, redact_url
 from exporter.registry.client import parse_retry_after
 from exporter.snapshots import HarborRepository, HarborSnapshot
 from exporter.sources.loop import SourceError
@@ -23,10 +27,17 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 100
 MAX_PAGES = 100  # 10,000 repositories per project at most
 MAX_BODY = 4 * 1024 * 1024
+MAX_SERIES = 5000  # repositories with a series of their own; the rest fold into "_other"
+OTHER = "_other"
 
 
 class HarborError(SourceError):
     pass
+
+
+def registry_label(url: str) -> str:
+    """The ``registry`` label of a Harbor URL: its host and port, never its user-info."""
+    return urlparse(url).netloc.rpartition("@")[2]
 
 
 class HarborReader:
@@ -36,11 +47,14 @@ class HarborReader:
                                    headers={"User-Agent": f"docker-hygiene-exporter/{__version__}",
                                             "Accept": "application/json"})
         self._known: dict[tuple[str, str], list[HarborRepository]] = {}
+        self._highest: dict[tuple[str, str, str], int] = {}  # the highest count published
+        self._lowered: set[tuple[str, str, str]] = set()  # series whose decrease was logged
+        self._cut: set[tuple[str, str]] = set()  # projects whose listing MAX_PAGES cut
 
     def read(self) -> HarborSnapshot:
         failures, attempts, last_error = 0, 0, ""
         for instance in self.instances:
-            registry = urlparse(instance.url).netloc.rpartition("@")[2]  # no user-info
+            registry = registry_label(instance.url)
             auth = (instance.username, instance.password) if instance.username else None
             for project in instance.projects:
                 attempts += 1
@@ -48,15 +62,46 @@ class HarborReader:
                     self._known[(registry, project)] = self._project(instance, registry,
                                                                      project, auth)
                 except (HarborError, httpx.HTTPError) as exc:
-                    failures, last_error = failures + 1, f"{registry}/{project}: {exc}"
+                    failures, last_error = failures + 1, redact_url(
+                        f"{registry}/{project}: {exc}")
         if attempts and failures == attempts:
             raise HarborError(last_error)
         if failures:
             log.warning("harbor: %d of %d projects failed; last: %s", failures, attempts,
                         last_error)
-        rows = [r for repos in self._known.values() for r in repos]
-        return HarborSnapshot(tuple(sorted(rows, key=lambda r: (r.registry, r.project,
-                                                                r.repository))))
+        return HarborSnapshot(self._folded())
+
+    def _folded(self) -> tuple[HarborRepository, ...]:
+        """The first MAX_SERIES repositories (by registry, project, name) keep their own
+        series; the rest fold into (registry, project, "_other") with their pulls summed.
+        No series is published lower than before."""
+        rows = sorted((r for repos in self._known.values() for r in repos),
+                      key=lambda r: (r.registry, r.project, r.repository))
+        own, other = rows[:MAX_SERIES], {}
+        for r in rows[MAX_SERIES:]:
+            key = (r.registry, r.project)
+            other[key] = other.get(key, 0) + r.pulls
+        own += [HarborRepository(reg, project, OTHER, pulls)
+                for (reg, project), pulls in sorted(other.items())]
+        out = tuple(dataclasses.replace(r, pulls=self._never_lower(r)) for r in own)
+        for gone in set(self._highest) - {(r.registry, r.project, r.repository) for r in out}:
+            del self._highest[gone]
+            self._lowered.discard(gone)
+        return out
+
+    def _never_lower(self, r: HarborRepository) -> int:
+        series = (r.registry, r.project, r.repository)
+        highest = self._highest.get(series, 0)
+        if r.pulls >= highest:
+            self._highest[series] = r.pulls
+            return r.pulls
+        if series not in self._lowered:
+            self._lowered.add(series)
+            log.warning("Harbor %s now counts %d pulls of %s/%s, fewer than the %d it counted "
+                        "before; docker_harbor_repository_pulls_total stays at %d until the "
+                        "count is higher (a counter never goes down)", r.registry, r.pulls,
+                        r.project, r.repository, highest, highest)
+        return highest
 
     def _project(self, instance: HarborInstance, registry: str, project: str,
                  auth: tuple[str, str] | None) -> list[HarborRepository]:
@@ -88,7 +133,12 @@ class HarborReader:
             if total.isascii() and total.isdigit():
                 more = page * PAGE_SIZE < int(total)
             if not more or len(items) < PAGE_SIZE:
-                break
+                self._cut.discard((registry, project))
+                return out
+        if (registry, project) not in self._cut:
+            self._cut.add((registry, project))
+            log.warning("harbor: %s/%s has more than %d repositories; reading the first %d",
+                        registry, project, MAX_PAGES * PAGE_SIZE, MAX_PAGES * PAGE_SIZE)
         return out
 
     def close(self) -> None:

@@ -5,10 +5,13 @@ The Hub API has its own rate limit (X-RateLimit-Remaining, and 429 with Retry-Af
 HubAPI is shared by every reader, and once the limit is spent nothing is asked until it
 resets. A cycle that stops early keeps the last values it had, so series do not flap.
 Repositories that failed keep their last good values too.
+
+Only repositories this host pulled from Docker Hub and those configured are named to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -26,8 +29,9 @@ from exporter.timestamps import parse_timestamp
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
-MAX_REPOSITORIES = 2000
-MAX_TAGS = 2000  # local Docker Hub tags whose push time is read
+MAX_REPOSITORIES = 2000  # series of their own; the rest fold into "_other"
+MAX_TAGS = 2000  # local Docker Hub tags with a push-time series of their own; likewise
+OTHER = "_other"
 TAG_PAGE = 100  # the largest page_size the tags API takes
 MAX_HUB_TAGS = 1000  # tags read per repository: the newest pushes, ten requests
 TOKEN_SECONDS = 300.0
@@ -171,40 +175,52 @@ def hub_repository(text: str) -> str | None:
 
 
 class HubReader:
+    """Reads what Docker Hub says of the repositories this host pulled from it and of those
+    configured, and only of those: a name is never told to Docker Hub unless an image here
+    came from there (a docker.io RepoDigest) or the configuration names it."""
+
     def __init__(self, api: HubAPI, repositories: tuple[str, ...], local_images: bool,
                  engine: Source[EngineSnapshot]) -> None:
         self.api = api
-        self.configured = [r for r in (hub_repository(x) for x in repositories) if r]
+        self.configured = list(dict.fromkeys(
+            r for r in (hub_repository(x) for x in repositories) if r))
         self.local_images = local_images
         self.engine = engine
         self._known: dict[str, HubRepository] = {}
         self._pushed: dict[str, float] = {}
+        self._highest: dict[str, int] = {}  # series -> the highest pull count published
+        self._lowered: set[str] = set()  # series whose decrease upstream was logged
 
-    def local_tags(self) -> list[tuple[str, str, str]]:
-        """(short reference, repository, tag) of every local tag from Docker Hub."""
+    def pulled(self) -> tuple[list[str], list[tuple[str, str, str]]]:
+        """The Docker Hub repositories local images were pulled from (the image carries a
+        docker.io RepoDigest for it), and the local tags of those repositories on such
+        images: (short reference, repository, tag). In the classic image store a local build
+        has no RepoDigest, so ``docker build -t mycorp/secret-app`` is never named to Docker
+        Hub (the containerd store gives every tag one: see the docs' Security section)."""
         snap = self.engine.snapshot
-        out = set()
+        repositories: set[str] = set()
+        tags: set[tuple[str, str, str]] = set()
         for image in snap.images if snap is not None and self.local_images else ():
+            came_from = {r for r in (hub_repository(d.partition("@")[0])
+                                     for d in image.repo_digests) if r}
+            repositories |= came_from
             for text in image.tags:
                 try:
                     ref = reference.parse(text)
                 except reference.ReferenceError:
                     continue
-                if ref.domain == reference.DOCKER_HUB and ref.tag:
-                    out.add((ref.familiar(), ref.path, ref.tag))
-        return sorted(out)[:MAX_TAGS]
-
-    def wanted(self) -> list[str]:
-        names = set(self.configured) | {repo for _, repo, _ in self.local_tags()}
-        return sorted(names)[:MAX_REPOSITORIES]
+                if ref.domain == reference.DOCKER_HUB and ref.tag and ref.path in came_from:
+                    tags.add((ref.familiar(), ref.path, ref.tag))
+        return sorted(repositories), sorted(tags)
 
     def read(self) -> HubSnapshot:
-        if self.engine.snapshot is None:
+        if self.local_images and self.engine.snapshot is None:
             self.engine.ready.wait(30)
-        wanted = self.wanted()
+        pulled, tags = self.pulled()
+        # Configured repositories first: they keep their own series past the cap.
+        wanted = list(dict.fromkeys(self.configured + pulled))
         for gone in set(self._known) - set(wanted):
             del self._known[gone]
-        tags = self.local_tags()
         for gone in set(self._pushed) - {short for short, _, _ in tags}:
             del self._pushed[gone]
         failures, last_error, read = 0, "", 0
@@ -241,8 +257,49 @@ class HubReader:
                 raise
         if wanted and failures == len(wanted):
             raise HubError(f"every Hub request failed; last: {last_error}")
-        return HubSnapshot(tuple(self._known[n] for n in sorted(self._known)),
-                           tuple(sorted(self._pushed.items())))
+        return HubSnapshot(self._folded(wanted), self._folded_tags())
+
+    def _folded(self, wanted: list[str]) -> tuple[HubRepository, ...]:
+        """One series per repository up to MAX_REPOSITORIES, the rest folded into ``_other``
+        (pulls and stars summed, the latest update), each series' pulls never lower than
+        published before."""
+        own = set(wanted[:MAX_REPOSITORIES])
+        rows = [self._known[n] for n in sorted(self._known) if n in own]
+        rest = [r for n, r in sorted(self._known.items()) if n not in own]
+        if rest:
+            updated = [r.last_updated for r in rest if r.last_updated is not None]
+            rows.append(HubRepository(OTHER, sum(r.pulls for r in rest),
+                                      sum(r.stars for r in rest), max(updated, default=None)))
+        out = tuple(dataclasses.replace(r, pulls=self._never_lower(r.repository, r.pulls))
+                    for r in rows)
+        for gone in set(self._highest) - {r.repository for r in out}:
+            del self._highest[gone]
+            self._lowered.discard(gone)
+        return out
+
+    def _folded_tags(self) -> tuple[tuple[str, float], ...]:
+        """Push times of up to MAX_TAGS local tags, the rest folded into ``_other`` (the
+        latest of their push times)."""
+        ordered = sorted(self._pushed.items())
+        out = ordered[:MAX_TAGS]
+        if len(ordered) > MAX_TAGS:
+            out.append((OTHER, max(when for _, when in ordered[MAX_TAGS:])))
+        return tuple(out)
+
+    def _never_lower(self, series: str, pulls: int) -> int:
+        """A counter never goes down: Prometheus would read a lower pull count as a reset
+        and count every pull again."""
+        highest = self._highest.get(series, 0)
+        if pulls >= highest:
+            self._highest[series] = pulls
+            return pulls
+        if series not in self._lowered:
+            self._lowered.add(series)
+            log.warning("Docker Hub now counts %d pulls of %s, fewer than the %d it counted "
+                        "before; docker_hub_repository_pulls_total stays at %d until the count "
+                        "is higher (a counter never goes down)", pulls, series, highest,
+                        highest)
+        return highest
 
     @staticmethod
     def _parse(name: str, response: httpx.Response) -> HubRepository | None:
