@@ -13,9 +13,6 @@ import threading
 from collections.abc import Sequence
 
 from exporter import __version__, bundle, config, logs
-from exporter.sources.disk import DiskReader
-from exporter.sources.engine import Engine, EngineError
-from exporter.sources.inventory import EngineReader
 
 log = logging.getLogger("exporter")
 
@@ -37,8 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file", metavar="FILE")
-    sub.add_parser("report", parents=[common],
-                   help="print disk usage, oldest images and stale containers, then exit")
+    report_parser = sub.add_parser(
+        "report", parents=[common],
+        help="print disk usage, volumes, containers needing attention (stale, drifted, newer "
+             "version), drift, the oldest images and dangling images, then exit")
+    report_parser.add_argument(
+        "--format", choices=("text", "json"), default="text",
+        help="text tables (default) or JSON, the same document as /status.json")
+    report_parser.add_argument(
+        "--check", action="store_true",
+        help="run one upstream check cycle (and one newer-version cycle when versions are "
+             "enabled) now, instead of reading what the running exporter saved in its state "
+             "store")
     bundle.add_parser(sub)
     return parser
 
@@ -67,24 +74,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.setup(cfg.log_level, cfg.log_format)
     if args.command == "report":
-        return report(cfg)
+        return report(cfg, args.format, args.check)
     return serve(cfg)
 
 
-def report(cfg: config.Config) -> int:
-    from exporter.report import render
+def report(cfg: config.Config, output: str = "text", check: bool = False) -> int:
+    from exporter import report as reporting
+    from exporter.status import dumps
 
     try:
-        engine = EngineReader(Engine(cfg.docker_host, cfg.docker_timeout)).read()
-    except EngineError as exc:
-        print(f"cannot read the Docker Engine at {cfg.docker_host}: {exc}", file=sys.stderr)
+        status = reporting.collect(cfg, check)
+    except reporting.ReportError as exc:
+        print(f"docker-hygiene-exporter report: {exc}", file=sys.stderr)
         return 1
-    try:
-        disk = DiskReader(Engine(cfg.docker_host, cfg.collector_disk_timeout)).read()
-    except EngineError as exc:
-        log.warning("/system/df failed: %s", exc)
-        disk = None
-    sys.stdout.write(render(engine, disk))
+    sys.stdout.write(dumps(status) if output == "json" else reporting.render(status))
     return 0
 
 

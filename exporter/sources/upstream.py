@@ -34,6 +34,7 @@ from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
 from exporter.sources.engine import Engine, EngineError
 from exporter.sources.loop import Source
 from exporter.state import StateStore
+from exporter.status import remember
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ class UpstreamChecker:
             served = {s.upstream_digest for s in self.states.values()}
             for digest in set(self._signed) - served:
                 del self._signed[digest]
-        return self.snapshot()
+        return remember(self.store, "upstream", self.snapshot())
 
     def snapshot(self) -> UpstreamSnapshot:
         with self._lock:
