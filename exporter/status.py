@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from exporter import __version__, reference
@@ -25,6 +24,7 @@ from exporter.snapshots import (
     EngineSnapshot,
     HarborSnapshot,
     HubSnapshot,
+    Image,
     ImageVersions,
     TagState,
     UpstreamSnapshot,
@@ -72,12 +72,12 @@ def ago(when: float, now: float) -> str:
 
 def iso(when: float) -> str:
     """RFC 3339 in UTC, to the second: what ``<time datetime>`` and the JSON carry."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 def exact(when: float) -> str:
     """The exact time for a person (shown on hover): "2026-11-28 03:58:57 UTC"."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
 
 
 def short_id(image_id: str) -> str:
@@ -370,13 +370,23 @@ def disk_rows(disk: DiskSnapshot, as_of: float | None) -> Disk:
                 tuple(kinds), tuple(volumes))
 
 
-def _tag_index(engine: EngineSnapshot) -> dict[str, Any]:
-    """Familiar tag -> the local image it names now."""
-    out = {}
-    for image in engine.images:
-        for tag in image.tags:
-            out[reference.familiar(tag)] = image
-    return out
+class _TagIndex:
+    """The local image a tag names now. RepoTags are already in the engine's short form, so
+    the familiar form (a parse per tag) is only worked out for a reference not found as is."""
+
+    def __init__(self, engine: EngineSnapshot) -> None:
+        self.engine = engine
+        self.exact = {t: image for image in engine.images for t in image.tags}
+        self.familiar: dict[str, Image] | None = None
+
+    def get(self, tag: str) -> Image | None:
+        found = self.exact.get(tag)
+        if found is None:
+            if self.familiar is None:
+                self.familiar = {reference.familiar(t): image for image in self.engine.images
+                                 for t in image.tags}
+            found = self.familiar.get(tag)
+        return found
 
 
 def _versions_index(versions: VersionsSnapshot | None
@@ -391,13 +401,13 @@ def container_rows(engine: EngineSnapshot, upstream: UpstreamSnapshot | None,
                    versions: VersionsSnapshot | None) -> tuple[ContainerRow, ...]:
     """Every container; those with more problems first, running before stopped, then the
     longest-standing problem first."""
-    by_tag = _tag_index(engine)
+    by_tag = _TagIndex(engine)
     states = {s.image: s for s in upstream.states} if upstream else {}
     per_image, per_container = _versions_index(versions)
     rows = []
     for c in engine.containers:
-        now_names = by_tag.get(c.image)
-        stale_since = now_names.last_tagged if c.stale and now_names is not None else None
+        now_names = by_tag.get(c.image) if c.stale else None
+        stale_since = now_names.last_tagged if now_names is not None else None
         state: TagState | None = states.get(c.image)
         drifted, drift_since = None, None
         if state is not None:
@@ -489,12 +499,43 @@ def source_row(name: str, status: Any, docker_host: str) -> SourceRow:
                      explain(status.error, name, docker_host) if state == "failing" else "")
 
 
+Rows = tuple[tuple[ContainerRow, ...], tuple[TagRow, ...], tuple[ImageRow, ...]]
+
+
+class RowCache:
+    """The rows built from the large snapshots, kept until one of them is replaced: a page
+    view then costs about what a scrape does (the exposition keeps its text the same way).
+    Threads may race to fill it; each builds the same rows."""
+
+    def __init__(self) -> None:
+        self._last: tuple[tuple[object, ...], Rows] | None = None
+
+    def rows(self, engine: EngineSnapshot | None, upstream: UpstreamSnapshot | None,
+             versions: VersionsSnapshot | None) -> Rows:
+        key = (engine, upstream, versions)
+        last = self._last
+        if last is not None and all(a is b for a, b in zip(last[0], key, strict=True)):
+            return last[1]
+        rows = _rows(engine, upstream, versions)
+        self._last = (key, rows)
+        return rows
+
+
+def _rows(engine: EngineSnapshot | None, upstream: UpstreamSnapshot | None,
+          versions: VersionsSnapshot | None) -> Rows:
+    return (container_rows(engine, upstream, versions) if engine else (),
+            tag_rows(engine, upstream, versions), image_rows(engine) if engine else ())
+
+
 def build(*, docker_host: str, engine: EngineSnapshot | None,
           engine_as_of: float | None = None, disk: DiskSnapshot | None = None,
           disk_as_of: float | None = None, upstream: UpstreamSnapshot | None = None,
           versions: VersionsSnapshot | None = None, drift: Knowledge | None = None,
           versions_knowledge: Knowledge | None = None, pull_counts: Pulls | None = None,
-          sources: Iterable[SourceRow] = (), now: float | None = None) -> Status:
+          sources: Iterable[SourceRow] = (), now: float | None = None,
+          cache: RowCache | None = None) -> Status:
+    containers, tags, images = cache.rows(engine, upstream, versions) if cache else \
+        _rows(engine, upstream, versions)
     return Status(
         generated=time.time() if now is None else now,
         version=__version__,
@@ -502,11 +543,13 @@ def build(*, docker_host: str, engine: EngineSnapshot | None,
         engine_api=engine.api_version if engine else "",
         engine_as_of=engine_as_of,
         disk=disk_rows(disk, disk_as_of) if disk is not None else None,
-        containers=container_rows(engine, upstream, versions) if engine else (),
-        tags=tag_rows(engine, upstream, versions),
-        images=image_rows(engine) if engine else (),
+        containers=containers,
+        tags=tags,
+        images=images,
         pulls=pull_counts or Pulls(),
-        sources=tuple(sorted(sources, key=lambda s: (_SOURCE_RANK[s.state], s.name))),
+        # Failing first, the engine before the rest: everything else depends on it.
+        sources=tuple(sorted(sources, key=lambda s: (_SOURCE_RANK[s.state], s.name != "engine",
+                                                     s.name))),
         drift=drift or Knowledge("none", None),
         versions=versions_knowledge or Knowledge("none", None),
     )
@@ -541,7 +584,8 @@ def from_exporter(exporter: Exporter, now: float | None = None) -> Status:
             parts.versions, "newer-version checks",
             f"tag lists are read every {format_duration(config.versions_interval)}"),
         pull_counts=counts,
-        sources=[source_row(s.name, s.status, host) for s in parts.sources], now=now)
+        sources=[source_row(s.name, s.status, host) for s in parts.sources], now=now,
+        cache=exporter.status_rows)
 
 
 # -- JSON ------------------------------------------------------------------------------------
@@ -551,17 +595,18 @@ _TIMES = frozenset({"generated", "engine_as_of", "as_of", "created", "last_tagge
                     "last_success", "last_updated", "since"})
 
 
-def _plain(value: Any, key: str = "", times: bool = True) -> Any:
-    """Dataclasses as dictionaries; with ``times``, the time fields as RFC 3339."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name), f.name, times)
-                for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_plain(v, "", times) for v in value]
-    if times and key in _TIMES and isinstance(value, float | int) and \
-            not isinstance(value, bool):
-        return iso(value)
-    return value
+def _plain(value: Any, times: bool = True) -> Any:
+    """A dataclass as a dictionary, nested ones and tuples of them too; with ``times``, the
+    time fields as RFC 3339. Rows are flat, so only containers of rows are walked."""
+    out = dict(vars(value))
+    for key, item in out.items():
+        if isinstance(item, tuple) and item and hasattr(item[0], "__dataclass_fields__"):
+            out[key] = [_plain(v, times) for v in item]
+        elif hasattr(item, "__dataclass_fields__"):
+            out[key] = _plain(item, times)
+        elif times and key in _TIMES and item is not None:
+            out[key] = iso(item)
+    return out
 
 
 def to_json(status: Status) -> dict[str, Any]:
@@ -569,8 +614,10 @@ def to_json(status: Status) -> dict[str, Any]:
     return {"schema": SCHEMA, **_plain(status)}
 
 
-def dumps(status: Status) -> str:
-    return json.dumps(to_json(status), indent=1, sort_keys=False) + "\n"
+def dumps(status: Status, indent: int | None = None) -> str:
+    """Compact unless ``indent`` (the encoder in C only runs without one)."""
+    return json.dumps(to_json(status), indent=indent,
+                      separators=(",", ":") if indent is None else None) + "\n"
 
 
 # -- saving snapshots for report -------------------------------------------------------------
@@ -582,9 +629,10 @@ def remember(store: StateStore, name: str, snapshot: Any) -> Any:
     """Save a source's snapshot in the state store for ``report`` (which runs in another
     process), and return it. An unchanged one is written again only every SAVE_EVERY, so a
     loop that publishes every minute does not rewrite the file every minute."""
+    kept = snapshot
     if isinstance(snapshot, UpstreamSnapshot):  # the request counters are the process's own
-        snapshot = UpstreamSnapshot(snapshot.states)
-    body = json.dumps(_plain(snapshot, times=False), separators=(",", ":"))
+        kept = UpstreamSnapshot(snapshot.states)
+    body = json.dumps(_plain(kept, times=False), separators=(",", ":"))
     saved = store.snapshot(name)
     now = time.time()
     if saved is None or saved[1] != body or now - saved[0] >= SAVE_EVERY:

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from exporter import __version__, status
 from exporter.app import Exporter
+from exporter.config import Config
 from exporter.status import (
     DOCS_URL,
     ContainerRow,
@@ -50,7 +51,7 @@ def route(exporter: Exporter, path: str) -> Page | None:
         return Page(200, status.dumps(status.from_exporter(exporter)).encode(),
                     "application/json")
     if path == "/config":
-        return Page(200, config_page(exporter).encode(), HTML)
+        return Page(200, config_page(exporter.config).encode(), HTML)
     return None
 
 
@@ -120,6 +121,12 @@ color:var(--muted);font-size:.85em;font-weight:600}
 table.stack td code{overflow-wrap:anywhere}}
 """
 
+# Inline, so the browser asks for no /favicon.ico.
+ICON = ('<link rel="icon" href="data:image/svg+xml,%3Csvg xmlns=%27http://www.w3.org/2000/svg'
+        '%27 viewBox=%270 0 16 16%27%3E%3Crect width=%2716%27 height=%2716%27 rx=%273%27 '
+        'fill=%27%230a58b8%27/%3E%3Cpath d=%27M4 8.5l2.5 2.5L12 5.5%27 stroke=%27white%27 '
+        'stroke-width=%272%27 fill=%27none%27/%3E%3C/svg%3E">')
+
 SCRIPT = (f"<script>setInterval(function(){{if(!document.hidden&&"
           f"!document.querySelector('details[open]'))location.reload()}},"
           f"{REFRESH_SECONDS * 1000})</script>")
@@ -180,12 +187,13 @@ def capped(rows: Sequence[T], what: str) -> tuple[Sequence[T], str]:
 def shell(title: str, body: str, refresh: bool = False) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"{ICON}"
             f"<title>{e(title)}</title><style>{CSS}</style></head>\n<body><main>\n{body}\n"
             f"</main>{SCRIPT if refresh else ''}</body></html>\n")
 
 
-def nav(exporter: Exporter) -> str:
-    links = [("/", "Status"), (exporter.config.web_telemetry_path, "Metrics"),
+def nav(config: Config) -> str:
+    links = [("/", "Status"), (config.web_telemetry_path, "Metrics"),
              ("/status.json", "Status as JSON"), ("/config", "Configuration"),
              ("/-/healthy", "Health"), ("/-/ready", "Readiness"), (DOCS_URL, "Docs")]
     return "<nav>" + "".join(f'<a href="{e(href)}">{e(text)}</a>' for href, text in links) \
@@ -196,7 +204,7 @@ def nav(exporter: Exporter) -> str:
 
 
 def status_page(exporter: Exporter) -> str:
-    return render_status(status.from_exporter(exporter), nav(exporter))
+    return render_status(status.from_exporter(exporter), nav(exporter.config))
 
 
 def render_status(s: Status, navigation: str) -> str:
@@ -209,12 +217,9 @@ def render_status(s: Status, navigation: str) -> str:
         navigation,
         _banners(s, now),
         _cards(s, now),
-        _containers(s, now),
-        _tags(s, now),
-        _disk(s, now),
-        _images(s, now),
-        _pulls(s, now),
-        _sources(s, now),
+        *(f'<section id="{name}">{render(s, now)}</section>' for name, render in (
+            ("containers", _containers), ("tags", _tags), ("disk", _disk),
+            ("images", _images), ("pulls", _pulls), ("sources", _sources))),
         f'<footer>Generated {when(now, now)} from what the exporter last read; it reloads '
         f"every minute while no section is open. Nothing here calls Docker or a registry: "
         f'each section says how old its figures are. <a href="/status.json">/status.json</a> '
@@ -229,8 +234,10 @@ def _banners(s: Status, now: float) -> str:
         return ""
     last = (f"The figures below are from the last successful read, {when(s.engine_as_of, now)}."
             if s.engine_as_of else "No read has succeeded yet, so there is nothing to show.")
-    return (f'<div class="banner"><strong>{e(engine.reason[:1].upper() + engine.reason[1:])}'
-            f".</strong> {last}</div>")
+    reason = engine.reason[:1].upper() + engine.reason[1:]
+    if not reason.endswith(("?", "!", ".")):
+        reason += "."
+    return f'<div class="banner"><strong>{e(reason)}</strong> {last}</div>'
 
 
 def _cards(s: Status, now: float) -> str:
@@ -242,9 +249,12 @@ def _cards(s: Status, now: float) -> str:
     attention = s.attention
     drifted = sum(1 for c in attention if "drifted" in c.problems)
     kind = "bad" if drifted else ("warn" if attention else "ok")
-    cards.append(("#containers", kind, f"{len(attention)} of {len(s.containers)}",
-                  "containers need attention"))
-    if s.drift.origin != "off" or s.versions.origin != "off":
+    if s.engine_as_of is None:
+        cards.append(("#containers", "", "—", "containers: not read yet"))
+    else:
+        cards.append(("#containers", kind, f"{len(attention)} of {len(s.containers)}",
+                      "containers need attention"))
+    if s.drift.as_of is not None or s.versions.as_of is not None:
         n_drift = sum(1 for t in s.tags if t.upstream == "drifted")
         n_newer = sum(1 for t in s.tags if t.newer_version)
         cards.append(("#tags", "bad" if n_drift else ("warn" if n_newer else "ok"),
@@ -252,7 +262,7 @@ def _cards(s: Status, now: float) -> str:
                                             f"{_n(len(s.tags), 'tag')}"))
     if s.images:
         oldest = s.images[0]
-        cards.append(("#images", "ok", ago(oldest.created, now).removesuffix(" ago"),
+        cards.append(("#images", "", ago(oldest.created, now).removesuffix(" ago"),
                       "age of the oldest image"))
     failing = s.failing
     cards.append(("#sources", "bad" if failing else "ok",
@@ -280,11 +290,13 @@ def _problems(c: ContainerRow, now: float) -> str:
 def _since(t: float | None, now: float) -> str:
     """ " since 3 days ago", or nothing where the engine keeps no such time (a pull on
     Docker 20.10 records none)."""
-    return f" since {when(t, now)}" if t is not None else ""
+    if t is None:
+        return ""
+    return f" {when(t, now)}" if abs(now - t) < 5 else f" since {when(t, now)}"
 
 
 def _containers(s: Status, now: float) -> str:
-    out = ['<h2 id="containers">Containers</h2>',
+    out = ['<h2>Containers</h2>',
            '<p class="note"><strong>Drifted</strong>: the registry serves other content for '
            "its tag now. <strong>Stale</strong>: its tag was pulled again here, the container "
            "was not recreated. <strong>Newer version</strong>: a newer version of its tag "
@@ -343,9 +355,9 @@ def _upstream(t: TagRow, now: float) -> str:
 
 def _tags(s: Status, now: float) -> str:
     if s.drift.origin == "off" and s.versions.origin == "off":
-        return ('<h2 id="tags">Tags and their registries</h2><p class="muted">Upstream '
+        return ('<h2>Tags and their registries</h2><p class="muted">Upstream '
                 "checks are off (upstream.mode off).</p>")
-    out = ['<h2 id="tags">Tags and their registries</h2>',
+    out = ['<h2>Tags and their registries</h2>',
            '<p class="note">Each local tag that came from a registry, against what the '
            "registry serves now. Drifted first, then newer versions, then tags that could not "
            f"be checked.{_knowledge(s, now)}</p>"]
@@ -366,14 +378,15 @@ def _tags(s: Status, now: float) -> str:
     rest = [t for t in s.tags if not t.attention]
     local = sum(1 for t in rest if t.reason == "no_repo_digest")
     if rest:
+        builds = (f"; {_n(local, 'local build')} (no registry digest, nothing upstream to "
+                  "compare)") if local else ""
         out.append(f"<p>{badge('ok', 'ok')} {_n(len(rest) - local, 'other tag')} current, "
-                   f"with no newer version; {_n(local, 'local build')} (no registry digest, "
-                   "nothing upstream to compare).</p>")
+                   f"with no newer version{builds}.</p>")
     return "\n".join(out)
 
 
 def _disk(s: Status, now: float) -> str:
-    out = ['<h2 id="disk">Disk</h2>']
+    out = ['<h2>Disk</h2>']
     if s.disk is None:
         out.append('<p class="muted">Not read yet (<code>/system/df</code> is slow on large '
                    "hosts; see the sources below).</p>")
@@ -395,7 +408,7 @@ def _disk(s: Status, now: float) -> str:
         unused = [v for v in d.volumes if v.containers == 0]
         rows, note = capped(d.volumes, "volumes")
         out.append(
-            f"<details><summary>{len(d.volumes)} volumes, {len(unused)} unused "
+            f"<details><summary>{_n(len(d.volumes), 'volume')}, {len(unused)} unused "
             f"({human_size(sum(v.size_bytes or 0 for v in unused))})</summary>"
             + table(["Volume", "Size #", "Containers #"], (
                 [f"<code>{e(v.name)}</code>",
@@ -406,7 +419,7 @@ def _disk(s: Status, now: float) -> str:
 
 
 def _images(s: Status, now: float) -> str:
-    out = ['<h2 id="images">Images, oldest first</h2>']
+    out = ['<h2>Images, oldest first</h2>']
     if not s.images:
         out.append('<p class="muted">No images.</p>' if s.engine_as_of else
                    '<p class="muted">Not read yet.</p>')
@@ -427,7 +440,7 @@ def _images(s: Status, now: float) -> str:
 
 def _pulls(s: Status, now: float) -> str:
     p = s.pulls
-    out = ['<h2 id="pulls">Pulls</h2>']
+    out = ['<h2>Pulls</h2>']
     if p.host is None and p.hub is None and p.registry is None and p.harbor is None:
         out.append('<p class="muted">No pull source is on (events.enabled, hub, webhook, '
                    "harbor).</p>")
@@ -476,7 +489,7 @@ def _sources(s: Status, now: float) -> str:
             return '<span class="muted">—</span>'
         return f'<span title="{e(x.error)}">{e(x.reason or x.error)}</span>'
 
-    return ('<h2 id="sources">Sources</h2>' + table(
+    return ('<h2>Sources</h2>' + table(
         ["Source", "State", "Last success", "Last error", "Took #"], (
             [f"<strong>{e(x.name)}</strong>", state(x), when(x.last_success, now, "never"),
              error(x), f"{x.duration_seconds * 1000:,.0f} ms" if x.state != "starting" else "—"]
@@ -488,11 +501,11 @@ def _sources(s: Status, now: float) -> str:
 # -- the configuration page ------------------------------------------------------------------
 
 
-def config_page(exporter: Exporter) -> str:
+def config_page(config: Config) -> str:
     rows = ([f"<code>{e(k)}</code>", f"<code>{e(mask_userinfo(v))}</code>" if v else
-             '<span class="muted">—</span>'] for k, v in exporter.config.shown().items())
+             '<span class="muted">—</span>'] for k, v in config.shown().items())
     body = ("<h1>Configuration in force</h1>"
             f'<p class="muted">docker-hygiene-exporter {e(__version__)}. Flags, environment and '
-            "configuration file merged; secrets and passwords in URLs are masked.</p>"
-            + nav(exporter) + table(["Setting", "Value"], rows))
+            "configuration file merged; secrets, and passwords in URLs, are masked.</p>"
+            + nav(config) + table(["Setting", "Value"], rows))
     return shell("Configuration · Docker hygiene", body)
