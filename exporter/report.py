@@ -284,6 +284,9 @@ def render(s: Status, oldest: int = 10) -> str:
     out += ["", f"DANGLING IMAGES: {len(dangling)} "
                 f"({human_size(sum(i.size_bytes for i in dangling))})"]
 
+    out += ["", "PULLS: counted by a running exporter only (its status page, /status.json "
+                "and the docker_*pulls_total metrics)"]
+
     failing = [x for x in s.sources if x.state != "ok"]
     if failing:
         out += ["", "PROBLEMS READING"]
