@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from exporter import status
 from exporter.config import Config
@@ -24,6 +24,7 @@ from exporter.status import (
     Knowledge,
     SourceRow,
     Status,
+    ago,
     human_age,
     human_size,
     registry_reason,
@@ -133,23 +134,20 @@ def _checked(cfg: Config, engine: EngineSnapshot) -> _Drift:
     if off:
         return _Drift(None, None, Knowledge("off", None, off), Knowledge("off", None, off), [])
     engine_source: Source[EngineSnapshot] = Source("engine", lambda: engine, 1.0)
-    engine_source.refresh()
-    upstream, checker = make_source(cfg, engine_source)
+    engine_source.snapshot = engine  # read already; the checkers wait for this
+    engine_source.ready.set()
+    _, checker = make_source(cfg, engine_source)
     hub = HubAPI(cfg.hub_url, cfg.hub_username, cfg.hub_password_file) \
         if cfg.hub_enabled and cfg.versions_enabled else None
-    rows: list[Source[Any]] = []
-    versions: Source[VersionsSnapshot] | None = None
     try:
-        upstream.refresh()
-        rows.append(upstream)
+        upstream, upstream_row = _run("upstream", checker.run, cfg.docker_host)
+        versions, versions_row = None, None
         if cfg.versions_enabled:
             finder = VersionChecker(cfg, engine_source, checker, hub)
-            versions = Source("versions", finder.run, 1.0, finder.close)
             try:
-                versions.refresh()
+                versions, versions_row = _run("versions", finder.run, cfg.docker_host)
             finally:
                 finder.close()
-            rows.append(versions)
     finally:
         checker.close()
         checker.store.close()
@@ -157,17 +155,28 @@ def _checked(cfg: Config, engine: EngineSnapshot) -> _Drift:
             hub.close()
     now = time.time()
 
-    def known(source: Source[Any] | None) -> Knowledge:
-        if source is None:
+    def known(snapshot: object, row: SourceRow | None) -> Knowledge:
+        if row is None:
             return Knowledge("off", None, "versions.enabled is false")
-        if source.snapshot is None:
-            return Knowledge("none", None, "the check failed: " + status.explain(
-                source.status.error, source.name, cfg.docker_host))
+        if snapshot is None:
+            return Knowledge("none", None, f"the check failed: {row.reason}")
         return Knowledge("check", now, "checked by this report")
 
-    return _Drift(upstream.snapshot, versions.snapshot if versions else None, known(upstream),
-                  known(versions),
-                  [status.source_row(s.name, s.status, cfg.docker_host) for s in rows])
+    return _Drift(upstream, versions, known(upstream, upstream_row),
+                  known(versions, versions_row),
+                  [r for r in (upstream_row, versions_row) if r is not None])
+
+
+def _run(name: str, cycle: Callable[[], T], docker_host: str) -> tuple[T | None, SourceRow]:
+    """One cycle, timed; a failure becomes the row's error, as a source's would."""
+    started = time.monotonic()
+    try:
+        result = cycle()
+    except Exception as exc:
+        error = repr(exc)
+        return None, SourceRow(name, "failing", None, time.monotonic() - started, error,
+                               status.explain(error, name, docker_host))
+    return result, SourceRow(name, "ok", time.time(), time.monotonic() - started, "", "")
 
 
 # -- text ------------------------------------------------------------------------------------
@@ -266,7 +275,7 @@ def render(s: Status, oldest: int = 10) -> str:
              _age(t.drift_since, now) if t.upstream == "drifted" else "-",
              (f"{t.newer_version} ({t.versions_behind} behind, "
               f"{_age(t.newer_since, now)})" if t.newer_version else "-"),
-             _age(t.checked, now) + (" ago" if t.checked else ""),
+             ago(t.checked, now) if t.checked else "-",
              ", ".join(t.containers) or "-"] for t in flagged[:MAX_ROWS]])
         out += _more(flagged)
     local = sum(1 for t in s.tags if t.reason == "no_repo_digest")
@@ -277,7 +286,7 @@ def render(s: Status, oldest: int = 10) -> str:
     out += ["", f"OLDEST IMAGES ({min(oldest, len(s.images))} of {len(s.images)})"]
     out += _table(["IMAGE", "ID", "AGE", "TAGGED HERE", "SIZE", "CONTAINERS"], [
         [i.name, short_id(i.id), human_age(now - i.created),
-         _age(i.last_tagged, now) + (" ago" if i.last_tagged else ""),
+         ago(i.last_tagged, now) if i.last_tagged else "-",
          human_size(i.size_bytes), str(i.containers)] for i in s.images[:oldest]])
 
     dangling = [i for i in s.images if not i.tags]
