@@ -138,13 +138,11 @@ def explain(error: str, source: str = "", docker_host: str = "") -> str:
         kind, text = m.group(1), m.group(3)
         if text == "no engine snapshot yet":
             return "waiting for the first successful read of the engine"
-        error = text if kind.endswith("Error") and kind not in ("OSError",) else \
-            f"{kind}: {text}"
+        error = text if kind.endswith("Error") else f"{kind}: {text}"
     engine = f"the Docker Engine at {mask_userinfo(docker_host)}" if docker_host else \
         "the Docker Engine"
     reason, _, detail = error.partition(": ")
-    if source in ("engine", "disk") or reason in ("unreachable", "timeout", "api_error",
-                                                   "bad_response"):
+    if source in ("engine", "disk", ""):  # EngineError: "reason: detail"
         if reason == "unreachable":
             why = next((words for needle, words in _CAUSES if needle in detail),
                        _first_line(detail))

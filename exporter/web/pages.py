@@ -311,9 +311,11 @@ def _containers(s: Status, now: float) -> str:
             [f"<strong>{e(c.name)}</strong>", e(c.state), ref(c.image),
              _problems(c, now)] for c in rows)))
         out.append(note)
-    else:
-        out.append(f"<p>{badge('ok', 'ok')} None of the {len(s.containers)} containers "
+    elif s.containers:
+        out.append(f"<p>{badge('ok', 'ok')} None of the {_n(len(s.containers), 'container')} "
                    "runs a stale, drifted or outdated image.</p>")
+    else:
+        out.append('<p class="muted">No containers.</p>')
     fine = [c for c in s.containers if not c.problems]
     if fine and attention:
         shown, note = capped(fine, "containers")
