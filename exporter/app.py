@@ -40,6 +40,7 @@ from exporter.sources.upstream import make_source
 from exporter.sources.versions import make_source as make_versions_source
 from exporter.sources.webhook import DistributionWebhook
 from exporter.state import StateStore
+from exporter.status import RowCache
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Exporter:
             [*build_collectors(parts), ProcessCollector(registry=None)])
         self._stop = threading.Event()
         self._on_scrape = threading.Lock()
+        self.status_rows = RowCache()  # the status page's rows, kept per snapshot
 
     @property
     def ready(self) -> bool:

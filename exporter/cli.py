@@ -15,9 +15,6 @@ import threading
 from collections.abc import Sequence
 
 from exporter import __version__, bundle, config, logs
-from exporter.sources.disk import DiskReader
-from exporter.sources.engine import Engine, EngineError
-from exporter.sources.inventory import EngineReader
 
 log = logging.getLogger("exporter")
 
@@ -69,8 +66,17 @@ def _parser(given: dict[str, str]) -> argparse.ArgumentParser:
                        help="the file to check (or --config.file)")
     _setting_flags(check, given)
     report = sub.add_parser(
-        "report", allow_abbrev=False, usage="%(prog)s [FLAGS]",
-        help="print disk usage, oldest images and stale containers, then exit")
+        "report", allow_abbrev=False, usage="%(prog)s [FLAGS] [--format text|json] [--check]",
+        help="print disk usage, volumes, containers needing attention (stale, drifted, newer "
+             "version), drift, the oldest images and dangling images, then exit")
+    report.add_argument(
+        "--format", choices=("text", "json"), default="text",
+        help="text tables (default) or JSON, the same document as /status.json")
+    report.add_argument(
+        "--check", action="store_true",
+        help="run one upstream check cycle (and one newer-version cycle when versions are "
+             "enabled) now, instead of reading what the running exporter saved in its state "
+             "store")
     _setting_flags(report, given)
     bundle.add_parser(sub)
     # bundle reads no configuration: its parser knows the flags only to refuse them clearly.
@@ -106,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.setup(cfg.log_level, cfg.log_format)
     if args.command == "report":
-        return report(cfg)
+        return report(cfg, args.format, args.check)
     return serve(cfg)
 
 
@@ -126,20 +132,16 @@ def check_config(file: str | None, config_file: str | None, flags: dict[str, str
     return 0
 
 
-def report(cfg: config.Config) -> int:
-    from exporter.report import render
+def report(cfg: config.Config, output: str = "text", check: bool = False) -> int:
+    from exporter import report as reporting
+    from exporter.status import dumps
 
     try:
-        engine = EngineReader(Engine(cfg.docker_host, cfg.docker_timeout)).read()
-    except EngineError as exc:
-        print(f"cannot read the Docker Engine at {cfg.docker_host}: {exc}", file=sys.stderr)
+        status = reporting.collect(cfg, check)
+    except reporting.ReportError as exc:
+        print(f"docker-hygiene-exporter report: {exc}", file=sys.stderr)
         return 1
-    try:
-        disk = DiskReader(Engine(cfg.docker_host, cfg.collector_disk_timeout)).read()
-    except EngineError as exc:
-        log.warning("/system/df failed: %s", exc)
-        disk = None
-    sys.stdout.write(render(engine, disk))
+    sys.stdout.write(dumps(status) if output == "json" else reporting.render(status))
     return 0
 
 

@@ -63,11 +63,22 @@ class KindUsage:
 
 
 @dataclass(frozen=True)
+class Volume:
+    """One volume as /system/df lists it; None where the engine did not compute it."""
+
+    name: str
+    size: int | None
+    containers: int | None  # containers that mount it (RefCount)
+
+
+@dataclass(frozen=True)
 class DiskSnapshot:
     images: KindUsage
     containers: KindUsage
     volumes: KindUsage
     build_cache: KindUsage
+    # Each volume, where the engine lists them (API 1.52+ only with verbose, so maybe empty).
+    volume_items: tuple[Volume, ...] = ()
 
     def by_kind(self) -> dict[str, KindUsage]:
         return {kind: getattr(self, kind) for kind in DISK_KINDS}

@@ -461,3 +461,22 @@ class StateStore:
 
 
 _DRIFT, _TAGS, _TAG_LISTS, _CANDIDATES, _SNAPSHOTS, _DOCUMENTS = _TABLES
+
+
+def read_snapshot(path: str, name: str) -> tuple[float, str] | None:
+    """A snapshot saved under ``name`` in the state file at ``path``, read without creating
+    or changing anything (``report`` runs beside the exporter that owns the file); None when
+    there is no file, no such snapshot, or the file cannot be read."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT taken, body FROM snapshots WHERE name = ?",
+                             (name,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        log.warning("cannot read the state store %s: %s", path, exc)
+        return None
+    return (float(row[0]), str(row[1])) if row else None

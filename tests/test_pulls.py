@@ -405,7 +405,9 @@ def test_docker_hub_credentials(dockerd: Dockerd, exporter_factory, tmp_path: Pa
         exp.wait_metrics(lambda m: m.get("docker_hub_repository_pulls_total",
                                          repository="acme/private") == 3)
         assert hub.requests["POST /v2/auth/token"] >= 1
-        assert "dckr_pat_secret" not in exp.log() + httpx.get(exp.url + "/").text
+        shown = exp.log() + "".join(httpx.get(exp.url + path).text
+                                    for path in ("/", "/config", "/status.json"))
+        assert "dckr_pat_secret" not in shown and "acme-bot" in shown
     finally:
         hub.stop()
 

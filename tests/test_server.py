@@ -17,9 +17,14 @@ def test_endpoints(dockerd: Dockerd, exporter_factory) -> None:
     exp = exporter_factory("--docker.host", dockerd.host, "--collector.disk.interval", "7m")
     page = httpx.get(exp.url + "/")
     assert page.status_code == 200 and 'href="/metrics"' in page.text
-    # The landing page shows the configuration in force.
-    assert "collector.disk.interval" in page.text and "<code>7m</code>" in page.text
-    assert dockerd.host in page.text
+    assert dockerd.host in page.text and 'href="/config"' in page.text
+    # The configuration in force has its own page.
+    config = httpx.get(exp.url + "/config")
+    assert config.headers["content-type"] == "text/html; charset=utf-8"
+    assert "collector.disk.interval" in config.text and "<code>7m</code>" in config.text
+    status = httpx.get(exp.url + "/status.json")
+    assert status.headers["content-type"] == "application/json"
+    assert status.json()["docker_host"] == dockerd.host
     assert httpx.get(exp.url + "/-/healthy").status_code == 200
     assert httpx.get(exp.url + "/-/ready").status_code == 200
     assert httpx.get(exp.url + "/nope").status_code == 404

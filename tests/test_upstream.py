@@ -445,7 +445,8 @@ def test_secrets_stay_out_of_page_logs_and_metrics(htpasswd_registry, dockerd,
                            "--log.level", "debug")
     exp.wait_metrics(lambda m: m.get("docker_exporter_collector_success",
                                      collector="upstream") == 1)
-    page = httpx.get(exp.url + "/").text
+    page = httpx.get(exp.url + "/config").text
     assert htpasswd_registry.address in page and "&lt;masked&gt;" in page
-    for text in (page, exp.log(), exp.scrape_text()):
+    for text in (page, httpx.get(exp.url + "/").text, httpx.get(exp.url + "/status.json").text,
+                 exp.log(), exp.scrape_text()):
         assert PASSWORD not in text

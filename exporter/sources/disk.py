@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.snapshots import DiskSnapshot, KindUsage
+from exporter.snapshots import DiskSnapshot, KindUsage, Volume
 from exporter.sources.engine import Engine
 
 _ACTIVE_STATES = ("running", "paused", "restarting")
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def _usage(total: int, active: int, size: int, reclaimable: int) -> KindUsage:
@@ -35,6 +35,20 @@ def _list(doc: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 
 
+def _volume_items(doc: Mapping[str, Any]) -> tuple[Volume, ...]:
+    """Each volume: the legacy list, else API 1.52+'s VolumeUsage.Items (verbose only)."""
+    items = _list(doc, "Volumes")
+    if not items and isinstance(doc.get("VolumeUsage"), Mapping):
+        items = _list(doc["VolumeUsage"], "Items")
+    out = []
+    for v in items:
+        usage = v.get("UsageData") if isinstance(v.get("UsageData"), Mapping) else {}
+        size, refs = _int(usage.get("Size"), -1), _int(usage.get("RefCount"), -1)
+        out.append(Volume(str(v.get("Name", "")), size if size >= 0 else None,
+                          refs if refs >= 0 else None))
+    return tuple(sorted(out, key=lambda v: v.name))
+
+
 def parse_disk_usage(doc: Mapping[str, Any]) -> DiskSnapshot:
     """Compute the four rows of ``docker system df`` from a /system/df answer.
 
@@ -48,6 +62,7 @@ def parse_disk_usage(doc: Mapping[str, Any]) -> DiskSnapshot:
             containers=_usage_new(doc.get("ContainerUsage")),
             volumes=_usage_new(doc.get("VolumeUsage")),
             build_cache=_usage_new(doc.get("BuildCacheUsage")),
+            volume_items=_volume_items(doc),
         )
 
     images = _list(doc, "Images")
@@ -84,7 +99,8 @@ def parse_disk_usage(doc: Mapping[str, Any]) -> DiskSnapshot:
         sum(_int(c.get("Size")) for c in unshared),
         sum(_int(c.get("Size")) for c in unshared if not c.get("InUse")),
     )
-    return DiskSnapshot(image_usage, container_usage, volume_usage, cache_usage)
+    return DiskSnapshot(image_usage, container_usage, volume_usage, cache_usage,
+                        _volume_items(doc))
 
 
 class DiskReader:

@@ -43,6 +43,7 @@ from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
 from exporter.sources.engine import Engine, EngineError
 from exporter.sources.loop import Problems, Source, SourceError
 from exporter.state import StateStore
+from exporter.status import remember
 from exporter.values import redact_url
 
 log = logging.getLogger(__name__)
@@ -346,6 +347,15 @@ class Checks:
             self.check.keep_only({s.upstream_digest for s in self.states.values()})
         return self.snapshot()
 
+    def cycle(self) -> UpstreamSnapshot:
+        """One whole cycle: every due tag is checked before it returns (``report --check``;
+        the loop itself never waits like this)."""
+        self.run()
+        with self._lock:
+            while self._in_flight or any(self._pending.values()):
+                self._lock.wait(1.0)
+        return self.snapshot()
+
     def _dispatch(self) -> None:
         """Start pending checks, round robin over registries, within both limits. Called with
         the lock held, from the loop and from each check that ends."""
@@ -564,5 +574,15 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
             engine.close()
         store.close()
 
-    source = Source("upstream", checks.run, min(config.upstream_interval, 5.0), close, problems)
+    saved: list[UpstreamSnapshot | None] = [None]
+
+    def read() -> UpstreamSnapshot:
+        """A tick; in local mode what it decided is also kept for ``report`` (whenever it
+        changed: the snapshot object stays the same while nothing does)."""
+        snapshot = checks.run()
+        if not central and snapshot is not saved[0]:
+            saved[0] = remember(store, "upstream", snapshot)
+        return snapshot
+
+    source = Source("upstream", read, min(config.upstream_interval, 5.0), close, problems)
     return Upstream(source, checks, client, content, store, facts)

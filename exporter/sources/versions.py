@@ -26,6 +26,7 @@ from exporter.snapshots import EngineSnapshot, ImageVersions, VersionsSnapshot
 from exporter.sources.hub import HubAPI, HubError, UpstreamTag
 from exporter.sources.loop import Problems, Source, SourceError
 from exporter.sources.upstream import MIN_BACKOFF, TICK, Upstream, local_digests, local_tags
+from exporter.status import remember
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class VersionChecker:
                        if (x.image, per_image[x.image]) in fresh)
         containers = tuple((name, image, bool(fresh[(image, rule)].latest))
                            for name, image, rule in per_container if (image, rule) in fresh)
-        return VersionsSnapshot(images, containers)
+        return remember(self.store, "versions", VersionsSnapshot(images, containers))
 
     def _forget(self, repos: list[tuple[str, str]]) -> None:
         """Drop what belongs to repositories no local tag comes from any more."""
