@@ -30,6 +30,7 @@ from exporter.decisions import drift
 from exporter.registry.client import RegistryClient
 from exporter.registry.content import ContentCache
 from exporter.registry.manifest import Platform, RegistryError
+from exporter.registry.signatures import SignatureFinder
 from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
 from exporter.sources.engine import Engine, EngineError
 from exporter.sources.loop import Source
@@ -129,6 +130,7 @@ class UpstreamChecker:
         self.client = client
         self.store = store
         self.content = ContentCache(client, store)
+        self.signatures = SignatureFinder(client, self.content, config.versions_interval)
         self.include = [re.compile(p) for p in config.upstream_include]
         self.exclude = [re.compile(p) for p in config.upstream_exclude]
         self.facts = EngineFacts()
@@ -290,7 +292,7 @@ class UpstreamChecker:
                 known = self._signed.get(digest)
             if known is None or (not known[0] and time.time() - known[1] >
                                  self.config.versions_interval):
-                known = (self.content.signed(t.ref.domain, t.ref.path, digest), time.time())
+                known = (self.signatures.signed(t.ref.domain, t.ref.path, digest), time.time())
                 with self._lock:
                     self._signed[digest] = known
         except RegistryError as exc:
