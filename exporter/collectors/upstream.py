@@ -64,8 +64,10 @@ class UpstreamCollector(SnapshotCollector):
         signed = GaugeMetricFamily(
             "docker_image_upstream_signed",
             "1 when a signature exists for the digest the registry serves for the tag (a "
-            "cosign or notation referrer, or cosign's sha256-<digest>.sig tag), else 0; "
-            "presence only, nothing is verified." + note, labels=["image"])
+            "cosign, sigstore bundle or notation referrer, from the referrers API or the "
+            "sha256-<hex> referrers tag; or cosign's sha256-<hex>.sig tag), else 0; "
+            "attestations and SBOMs do not count; presence only, nothing is verified."
+            + note, labels=["image"])
         created = GaugeMetricFamily(
             "docker_image_upstream_created_timestamp_seconds",
             "When the image the registry serves for the tag was built, for this platform "

@@ -1,4 +1,4 @@
-"""Content-addressed registry documents, fetched once: manifests, image configs, signatures.
+"""Content-addressed registry documents, fetched once: manifests and image configs.
 
 A digest names its bytes for ever, so a manifest or config read once is kept in the state
 store and never asked for again; drift checks and version checks share them.
@@ -17,14 +17,6 @@ from exporter.timestamps import parse_timestamp
 
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 MAX_CONFIG_BYTES = 1024 * 1024
-# Artifact types of signatures in the referrers API: cosign (legacy and sigstore bundle) and
-# Notary v2 (notation).
-SIGNATURE_TYPES = frozenset({
-    "application/vnd.dev.cosign.artifact.sig.v1+json",
-    "application/vnd.dev.sigstore.bundle.v0.3+json",
-    "application/vnd.dev.sigstore.bundle+json;version=0.3",
-    "application/vnd.cncf.notary.signature",
-})
 
 
 class ContentCache:
@@ -83,17 +75,3 @@ class ContentCache:
     def created(self, registry: str, repository: str, config_digest: str) -> float | None:
         """The build time an image config records."""
         return parse_timestamp(self.config(registry, repository, config_digest).get("created"))
-
-    def signed(self, registry: str, repository: str, digest: str) -> bool:
-        """A signature exists for ``digest``: a referrer of a signature type (OCI 1.1), else
-        cosign's tag ``sha256-<hex>.sig``. Presence only: nothing is verified."""
-        referrers = self.client.referrers(registry, repository, digest)
-        if referrers and any(r.get("artifactType") in SIGNATURE_TYPES for r in referrers):
-            return True
-        try:
-            self.client.head_digest(registry, repository, digest.replace(":", "-") + ".sig")
-        except RegistryError as exc:
-            if exc.reason == "not_found":
-                return False
-            raise
-        return True

@@ -39,6 +39,7 @@ from exporter.registry.client import RegistryClient
 from exporter.registry.content import ContentCache
 from exporter.registry.manifest import Platform, RegistryError
 from exporter.registry.policy import Counters, RequestPolicy
+from exporter.registry.signatures import SignatureFinder
 from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
 from exporter.sources.engine import Engine, EngineError
 from exporter.sources.loop import Problems, Source, SourceError
@@ -198,6 +199,7 @@ class DriftCheck:
         self.content = content
         self.facts = facts
         self.signature_interval = signature_interval
+        self.signatures = SignatureFinder(client, content, signature_interval)
         self._signed: dict[str, tuple[bool, float]] = {}  # digest -> (signed, when looked)
         self._lock = threading.Lock()
 
@@ -228,7 +230,7 @@ class DriftCheck:
                 known = self._signed.get(decision.digest)
             if known is None or (not known[0] and time.time() - known[1] >
                                  self.signature_interval):
-                known = (self.content.signed(t.registry, t.ref.path, decision.digest),
+                known = (self.signatures.signed(t.registry, t.ref.path, decision.digest),
                          time.time())
                 with self._lock:
                     self._signed[decision.digest] = known
