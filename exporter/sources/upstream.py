@@ -30,7 +30,7 @@ from exporter.decisions import drift
 from exporter.registry.client import RegistryClient
 from exporter.registry.content import ContentCache
 from exporter.registry.manifest import Platform, RegistryError
-from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
+from exporter.snapshots import EngineSnapshot, Image, ImageManifest, TagState, UpstreamSnapshot
 from exporter.sources.engine import Engine, EngineError
 from exporter.sources.loop import Source
 from exporter.state import StateStore
@@ -56,6 +56,7 @@ class Target:
     image_id: str
     local_digests: frozenset[str]
     created: float | None = None  # the local image's creation time
+    manifests: tuple[ImageManifest, ...] = ()  # its platform manifests (containerd store)
 
 
 @dataclass
@@ -113,7 +114,8 @@ def targets(snapshot: EngineSnapshot, include: Iterable[re.Pattern[str]],
     opted_out: dict[str, bool] = {}
     for c in snapshot.containers:
         opted_out[c.image] = opted_out.get(c.image, True) and c.drift_opt_out
-    return [Target(short, ref, image.id, local_digests(image, ref.name), image.created)
+    return [Target(short, ref, image.id, local_digests(image, ref.name), image.created,
+                   image.manifests)
             for image, ref, short in local_tags(snapshot, include, exclude)
             if not opted_out.get(short)]
 
@@ -258,7 +260,7 @@ class UpstreamChecker:
                 if health and health.blocked_until > time.time():
                     self._record(t, "unknown", health.reason, retry_at=health.blocked_until)
                     return
-                status, digest, config_digest = self._decide(t)
+                status, digest, config_digest, manifest = self._decide(t)
                 signed, created = self._extras(t, status, digest, config_digest)
         except RegistryError as exc:
             retry_at = self._registry_failed(registry, exc) if exc.reason in \
@@ -271,7 +273,8 @@ class UpstreamChecker:
             return
         with self._lock:
             self._health.pop(registry, None)
-        self._record(t, status, "", digest, config_digest, signed=signed, created=created)
+        self._record(t, status, "", digest, config_digest, signed=signed, created=created,
+                     manifest=manifest)
 
     def _extras(self, t: Target, status: str, digest: str,
                 config_digest: str) -> tuple[bool | None, float | None]:
@@ -314,18 +317,21 @@ class UpstreamChecker:
                 log.warning("registry %s: %s; backing off %.0fs", registry, exc, wait)
             return health.blocked_until
 
-    def _decide(self, t: Target) -> tuple[str, str, str]:
-        """(status, upstream digest, upstream config digest for this platform)."""
+    def _decide(self, t: Target) -> tuple[str, str, str, str]:
+        """(status, upstream digest, upstream config and manifest digests for this platform)."""
         assert t.ref.tag is not None
         head = self.client.head_digest(t.ref.domain, t.ref.path, t.ref.tag)
+        local = drift.Local(t.image_id, t.local_digests,
+                            drift.platform_manifest(t.manifests, self.facts.platform))
         decision = drift.decide(
-            drift.Local(t.image_id, t.local_digests), head, self.facts.platform,
+            local, head, self.facts.platform,
             lambda digest: self.content.manifest(t.ref.domain, t.ref.path, digest))
-        return decision.status, decision.digest, decision.config
+        return decision.status, decision.digest, decision.config, decision.manifest
 
     def _record(self, t: Target, status: str, reason: str, digest: str = "",
                 config_digest: str = "", retry_at: float | None = None,
-                signed: bool | None = None, created: float | None = None) -> None:
+                signed: bool | None = None, created: float | None = None,
+                manifest: str = "") -> None:
         now = time.time()
         if status == "drifted":
             self.store.set_drift_since(t.image, now)
@@ -343,7 +349,9 @@ class UpstreamChecker:
                 checked=now if known else (previous.checked if previous else None),
                 drift_since=self.store.drift_since(t.image),
                 signed=signed if known else (previous.signed if previous else None),
-                created=created if known else (previous.created if previous else None))
+                created=created if known else (previous.created if previous else None),
+                upstream_manifest=manifest if known else (
+                    previous.upstream_manifest if previous else ""))
             interval = self.config.upstream_interval
             if known or reason == "no_repo_digest":
                 self._failures.pop(t.image, None)
@@ -408,9 +416,9 @@ class CentralChecker(UpstreamChecker):
             out.append(Target(short, ref, "", frozenset({"fleet"})))
         return out
 
-    def _decide(self, t: Target) -> tuple[str, str, str]:
+    def _decide(self, t: Target) -> tuple[str, str, str, str]:
         assert t.ref.tag is not None
-        return "current", self.client.head_digest(t.ref.domain, t.ref.path, t.ref.tag), ""
+        return "current", self.client.head_digest(t.ref.domain, t.ref.path, t.ref.tag), "", ""
 
     def _extras(self, t: Target, status: str, digest: str,
                 config_digest: str) -> tuple[bool | None, float | None]:
@@ -418,7 +426,8 @@ class CentralChecker(UpstreamChecker):
 
     def _record(self, t: Target, status: str, reason: str, digest: str = "",
                 config_digest: str = "", retry_at: float | None = None,
-                signed: bool | None = None, created: float | None = None) -> None:
+                signed: bool | None = None, created: float | None = None,
+                manifest: str = "") -> None:
         changed = None
         if status != "unknown":
             known = self.store.tag_digest(t.image)
