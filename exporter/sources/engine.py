@@ -137,8 +137,10 @@ class Engine:
             self.close()
             raise
         except Exception as exc:
-            if not isinstance(exc, docker.errors.NotFound):
-                self.close()  # renegotiate on the next call
+            # Reconnect and renegotiate on the next call, unless the daemon answered about
+            # this one object (404, 500): a 400 is what a version it no longer accepts gets.
+            if not isinstance(exc, docker.errors.APIError) or exc.status_code == 400:
+                self.close()
             _drop_tracebacks(exc)
             raise _classify(exc) from exc
 
