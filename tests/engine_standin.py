@@ -1,4 +1,4 @@
-"""A stand-in Docker Engine 25 to 29 with the containerd image store, on a unix socket.
+"""A stand-in Docker Engine 25 to 29, containerd image store or classic, on a unix socket.
 
 No such engine runs here (Debian ships dockerd 20.10, API 1.41), so this one answers the
 way moby's Engine API specification says those versions answer: api/docs/v1.44.yaml to
@@ -103,6 +103,7 @@ class PlatformManifest:
     content: int = 0  # manifest + config + layers, bytes, when available
     unpacked: int = 0  # made up: the compressed layer sizes (nothing is unpacked here)
     config: dict[str, Any] = field(default_factory=dict)
+    config_digest: str = ""
 
     @property
     def digest(self) -> str:
@@ -152,14 +153,23 @@ class StandinContainer:
 
 
 class StandinEngine:
-    """Answers GET (and HEAD) like dockerd ``version`` with the containerd image store."""
+    """Answers GET (and HEAD) like dockerd ``version`` with the containerd image store (the
+    default from Docker 29 on fresh installs) or, with ``containerd=False``, the classic
+    graph-driver store, where an image ID is its config digest."""
 
-    def __init__(self, socket_path: Path, version: EngineVersion, arch: str = "amd64") -> None:
+    def __init__(self, socket_path: Path, version: EngineVersion, arch: str = "amd64",
+                 containerd: bool = True) -> None:
         self.socket_path = socket_path
         self.version = version
         self.arch = arch
+        self.containerd = containerd
         self.targets: dict[str, Target] = {}
         self.records: dict[str, Record] = {}  # by name
+        # Classic store: images a pull left without their tag, and every RepoDigest an
+        # image ID was pulled by (the graph driver keeps them all).
+        self.kept: set[str] = set()
+        self.pulled_as: dict[str, set[str]] = {}
+        self.tagged_at: dict[str, float] = {}  # image ID -> when a pull last named it
         self.containers: list[StandinContainer] = []
         self.volumes: list[tuple[str, int, int]] = []  # (name, size, containers using it)
         self.build_cache: list[tuple[str, int, bool]] = []  # (id, size, in use)
@@ -196,17 +206,42 @@ class StandinEngine:
         now = time.time()
         with self._lock:
             self.targets[target.digest] = target
+            new_id = self.image_id(target.digest)
             old = self.records.get(ref)
-            if old is not None and old.target != target.digest:
-                named = [r for r in self.records.values()
-                         if r.target == old.target and r.name != ref]
-                if self.version.keeps_dangling and not named:
+            if old is not None and self.image_id(old.target) != new_id:
+                old_id = self.image_id(old.target)
+                named = [r for r in self.records.values() if r.name != ref
+                         and not r.name.startswith(DANGLING) and self.image_id(r.target) == old_id]
+                if not self.containerd:
+                    self.kept.add(old_id)  # untagged, RepoDigests kept
+                elif self.version.keeps_dangling and not named:
                     self.records[DANGLING + old.target] = Record(DANGLING + old.target,
                                                                  old.target, now)
             self.records.pop(DANGLING + target.digest, None)
             self.records[ref] = Record(ref, target.digest, now)
+            self.pulled_as.setdefault(new_id, set()).add(f"{_familiar_name(ref)}@{target.digest}")
+            self.tagged_at[new_id] = now
             self._event(ref, now)
-        return target.digest
+        return new_id
+
+    def image_id(self, target: str) -> str:
+        """containerd store: the target (index or manifest) digest; classic: the config
+        digest of this platform's manifest."""
+        if self.containerd:
+            return target
+        host = self.targets[target].host()
+        assert host is not None
+        return host.config_digest
+
+    def image_ids(self) -> set[str]:
+        ids = {self.image_id(r.target) for r in self.records.values()}
+        return ids | self.kept
+
+    def _target_of(self, image_id: str) -> Target:
+        if self.containerd:
+            return self.targets[image_id]
+        return next(t for t in self.targets.values() if t.host() and
+                    t.host().config_digest == image_id)  # type: ignore[union-attr]
 
     def run(self, name: str, ref: str, state: str = "running",
             labels: dict[str, str] | None = None) -> str:
@@ -219,7 +254,7 @@ class StandinEngine:
             descriptor.setdefault("platform", host.platform)
             cid = hashlib.sha256(f"{name}{time.time_ns()}".encode()).hexdigest()
             self.containers.append(StandinContainer(
-                cid, name, ref, target.digest, descriptor, state, time.time(),
+                cid, name, ref, self.image_id(target.digest), descriptor, state, time.time(),
                 4096 * (len(self.containers) + 1), labels or {}))
             return cid
 
@@ -254,6 +289,7 @@ class StandinEngine:
                     layers = sum(layer["size"] for layer in manifest.get("layers", []))
                     pm.available = True
                     pm.config = config.json()
+                    pm.config_digest = manifest["config"]["digest"]
                     pm.content = len(body) + len(config.content) + layers
                     pm.unpacked = layers
                 manifests.append(pm)
@@ -269,10 +305,14 @@ class StandinEngine:
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _names(self, target: str) -> list[Record]:
-        return sorted((r for r in self.records.values()
-                       if r.target == target and not r.name.startswith(DANGLING)),
-                      key=lambda r: r.name)
+    def _names(self, image_id: str) -> list[Record]:
+        return sorted((r for r in self.records.values() if not r.name.startswith(DANGLING)
+                       and self.image_id(r.target) == image_id), key=lambda r: r.name)
+
+    def _repo_digests(self, image_id: str, names: list[Record]) -> list[str]:
+        if not self.containerd:
+            return sorted(self.pulled_as.get(image_id, ()))
+        return [f"{_familiar_name(names[0].name)}@{image_id}"] if names else []
 
     def _users(self, target: str) -> list[StandinContainer]:
         return [c for c in self.containers if c.image_id == target]
@@ -285,7 +325,11 @@ class StandinEngine:
         return int(datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
     def _image_size(self, target: Target) -> int:
-        # The list's Size: every platform's present content plus its snapshot (2.5).
+        # containerd: every platform's present content plus its snapshot, and the index;
+        # classic: the one platform's layers.
+        if not self.containerd:
+            host = target.host()
+            return host.unpacked if host else 0
         return sum(m.content + m.unpacked for m in target.manifests if m.available) + \
             target.descriptor["size"]
 
@@ -293,12 +337,11 @@ class StandinEngine:
                         ) -> list[dict[str, Any]]:
         """GET /images/json: one entry per target (daemon/containerd/image_list.go)."""
         out = []
-        targets = {r.target for r in self.records.values()}
-        for digest in targets:
-            target = self.targets[digest]
+        for digest in self.image_ids():
+            target = self._target_of(digest)
             names = self._names(digest)
             tags = [r.name for r in names]
-            repo_digests = [f"{_familiar_name(names[0].name)}@{digest}"] if names else []
+            repo_digests = self._repo_digests(digest, names)
             if not _ge(api, "1.43"):  # changelog v1.43: no more <none> placeholders
                 tags = tags or ["<none>:<none>"]
                 repo_digests = repo_digests or ["<none>@<none>"]
@@ -314,9 +357,10 @@ class StandinEngine:
             }
             if not _ge(api, "1.44"):  # changelog v1.44: VirtualSize omitted
                 summary["VirtualSize"] = summary["Size"]
-            if _ge(api, "1.48") and not for_df:  # changelog v1.48: Descriptor
+            # Descriptor (changelog v1.48) and Manifests (v1.47): multi-platform stores only.
+            if self.containerd and _ge(api, "1.48") and not for_df:
                 summary["Descriptor"] = dict(target.descriptor)
-            if manifests and _ge(api, "1.47") and not for_df:  # changelog v1.47: Manifests
+            if self.containerd and manifests and _ge(api, "1.47") and not for_df:
                 summary["Manifests"] = [self._manifest_summary(m) for m in target.manifests]
             out.append(summary)
         out.sort(key=lambda s: (-s["Created"], s["Id"]))
@@ -340,32 +384,35 @@ class StandinEngine:
     def image_inspect(self, api: str, name: str) -> dict[str, Any] | None:
         """GET /images/{name}/json (daemon/containerd/image_inspect.go, image_routes.go)."""
         record = self.records.get(name)
-        digest = record.target if record else name if name in self.targets and any(
-            r.target == name for r in self.records.values()) else None
+        digest = self.image_id(record.target) if record else \
+            name if name in self.image_ids() else None
         if digest is None:
             return None
-        target = self.targets[digest]
+        target = self._target_of(digest)
         names = self._names(digest)
         host = target.host()
         config = host.config if host else {}
-        all_records = [r for r in self.records.values() if r.target == digest]
+        tagged = [r.updated for r in self.records.values() if self.image_id(r.target) == digest]
         doc: dict[str, Any] = {
             "Id": digest,
             "RepoTags": [r.name for r in names],
-            "RepoDigests": [f"{_familiar_name(r.name)}@{digest}" for r in names],
+            "RepoDigests": [f"{_familiar_name(r.name)}@{digest}" for r in names]
+            if self.containerd else self._repo_digests(digest, names),
             "Config": {k: v for k, v in (config.get("config") or {}).items() if v},
             "Architecture": config.get("architecture", ""), "Os": config.get("os", ""),
             "Size": host.content if host else 0,
             "RootFS": config.get("rootfs") or {"Type": "layers"},
-            "Metadata": {"LastTagTime": _rfc3339(max(r.updated for r in all_records))},
+            "Metadata": {"LastTagTime": _rfc3339(max(tagged, default=self.tagged_at[digest]))},
         }
         if config.get("created"):
             doc["Created"] = config["created"]  # omitted when unknown from 1.44
-        if _ge(api, "1.48"):
+        if self.containerd and _ge(api, "1.48"):
             doc["Descriptor"] = dict(target.descriptor)
         if not _ge(api, "1.52"):  # always present before 1.52, omitted when empty after
             doc.update({"Parent": "", "Comment": "", "DockerVersion": "", "Author": "",
                         "GraphDriver": {"Name": "overlayfs", "Data": None}})
+        if not self.containerd:
+            doc["GraphDriver"] = {"Name": "overlay2", "Data": {}}
         if not _ge(api, "1.45"):  # changelog v1.45
             doc.update({"Container": "", "ContainerConfig": {}})
         if not _ge(api, "1.44"):
@@ -376,7 +423,8 @@ class StandinEngine:
         """daemon/list.go refreshImage: the reference while it names the container's image
         ID, else that ID."""
         record = self.records.get(c.config_image)
-        return c.config_image if record and record.target == c.image_id else c.image_id
+        return c.config_image if record and self.image_id(record.target) == c.image_id \
+            else c.image_id
 
     def container_summaries(self, api: str, all_: bool = True, for_df: bool = False
                             ) -> list[dict[str, Any]]:
@@ -391,7 +439,8 @@ class StandinEngine:
                 "Status": "Up 2 minutes" if c.state == "running" else "Created",
                 "HostConfig": {"NetworkMode": "none"}, "NetworkSettings": {"Networks": {}},
                 "Mounts": []}
-            if _ge(api, "1.48") and not for_df:  # changelog v1.48; never in /system/df
+            # Changelog v1.48, multi-platform stores only; never in /system/df.
+            if self.containerd and _ge(api, "1.48") and not for_df:
                 summary["ImageManifestDescriptor"] = dict(c.manifest)
             if _ge(api, "1.52"):  # spec v1.53: Health "Added in v1.52"
                 summary["Health"] = {"Status": "none", "FailingStreak": 0}
@@ -412,23 +461,25 @@ class StandinEngine:
                       "Restarting": False, "OOMKilled": False, "Dead": False, "Pid": 0,
                       "ExitCode": 0, "Error": ""},
             "Image": c.image_id, "Name": f"/{c.name}", "RestartCount": 0,
-            "Driver": "overlayfs", "Platform": "linux",
+            "Driver": "overlayfs" if self.containerd else "overlay2", "Platform": "linux",
             "Config": {"Image": c.config_image, "Labels": c.labels,
                        "Cmd": ["/bin/busybox", "sleep", "3600"]},
             "HostConfig": {"NetworkMode": "none"}, "Mounts": [],
             "NetworkSettings": {"Networks": {}},
-            # A snapshotter, not a graph driver (daemon inspect.go UsesSnapshotter).
-            "Storage": {"RootFS": {"Snapshot": {"Name": "overlayfs"}}},
         }
-        if _ge(api, "1.48"):
-            doc["ImageManifestDescriptor"] = dict(c.manifest)
+        if self.containerd:
+            # A snapshotter, not a graph driver (daemon inspect.go UsesSnapshotter).
+            doc["Storage"] = {"RootFS": {"Snapshot": {"Name": "overlayfs"}}}
+            if _ge(api, "1.48"):
+                doc["ImageManifestDescriptor"] = dict(c.manifest)
+        else:
+            doc["GraphDriver"] = {"Name": "overlay2", "Data": {}}
         return doc
 
     def usage(self) -> dict[str, dict[str, int]]:
         """The per-kind summaries of /system/df from API 1.52 (api/types/system/disk_usage.go
         and client/system_disk_usage.go say how they are counted)."""
-        images = [(t, self._users(t.digest)) for t in self.targets.values()
-                  if any(r.target == t.digest for r in self.records.values())]
+        images = [(self._target_of(i), self._users(i)) for i in self.image_ids()]
         image_size = sum(self._image_size(t) for t, _ in images)
         running = [c for c in self.containers if c.state in ("running", "paused", "restarting")]
         return {
@@ -505,12 +556,13 @@ class StandinEngine:
         """GET /info: what the exporter reads (RegistryConfig), and how a containerd-store
         daemon shows itself (DriverStatus driver-type io.containerd.snapshotter.v1)."""
         with self._lock:
-            images = len({r.target for r in self.records.values()})
             return {
                 "ID": "standin", "Containers": len(self.containers),
                 "ContainersRunning": sum(c.state == "running" for c in self.containers),
-                "Images": images, "Driver": "overlayfs",
-                "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
+                "Images": len(self.image_ids()),
+                "Driver": "overlayfs" if self.containerd else "overlay2",
+                "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]
+                if self.containerd else [["Backing Filesystem", "extfs"]],
                 "OperatingSystem": "Stand-in", "OSType": "linux", "Architecture": "x86_64",
                 "ServerVersion": self.version.release, "Name": "standin",
                 "RegistryConfig": {"InsecureRegistryCIDRs": ["::1/128", "127.0.0.0/8"],

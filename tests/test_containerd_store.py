@@ -1,4 +1,4 @@
-"""Docker 25 to 29 with the containerd image store: the exporter, run as a process, against a
+"""Docker 25 to 29, containerd image store and classic: the exporter, run as a process, against a
 stand-in engine (tests/engine_standin.py; no such engine runs here) whose images are real
 indexes and manifests in the real test registry.
 
@@ -41,25 +41,29 @@ KINDS = {"images": "ImageUsage", "containers": "ContainerUsage", "volumes": "Vol
          "build_cache": "BuildCacheUsage"}
 
 
+BUILDS = ("p1", "r1", "r2", "g1", "s1", "s2", "o1", "o2")
+
+
 @dataclass
 class Sources:
-    """Four real images in the registry: two builds for this host's platform (h1, h2), two
-    for another (o1, o2; an index may call them anything: nothing here runs them)."""
+    """Real images in the registry, each with its own content: builds for this host's
+    platform (p1 ... s2), and two an index may call any other platform (o1, o2; nothing here
+    runs them)."""
 
     registry: Registry
     arch: str
     other: str
 
     def repository(self, name: str) -> str:
-        """A fresh repository holding the four as src-h1 ... src-o2."""
-        for tag in ("h1", "h2", "o1", "o2"):
+        """A fresh repository holding them all as src-p1 ... src-o2."""
+        for tag in BUILDS:
             copy_manifest(self.registry.address, f"{SOURCE}:{tag}", name, f"src-{tag}")
         return name
 
 
 @pytest.fixture(scope="module")
 def sources(dockerd: Dockerd, registry: Registry) -> Sources:
-    for tag in ("h1", "h2", "o1", "o2"):
+    for tag in BUILDS:
         ref = f"{registry.address}/{SOURCE}:{tag}"
         dockerd.build(ref, "FROM hygiene-base:1\nCOPY v /v\n", {"v": f"containerd {tag}"})
         dockerd.cli("push", ref)
@@ -71,8 +75,10 @@ def sources(dockerd: Dockerd, registry: Registry) -> Sources:
 def standin(tmp_path: Path) -> Iterator:
     started: list[StandinEngine] = []
 
-    def make(version: EngineVersion, arch: str = "amd64") -> StandinEngine:
-        engine = StandinEngine(tmp_path / f"engine-{len(started)}.sock", version, arch)
+    def make(version: EngineVersion, arch: str = "amd64",
+             containerd: bool = True) -> StandinEngine:
+        engine = StandinEngine(tmp_path / f"engine-{len(started)}.sock", version, arch,
+                               containerd)
         started.append(engine)
         return engine
 
@@ -103,23 +109,47 @@ ENGINES = [DOCKER_25_0, DOCKER_27_5, DOCKER_28_0, DOCKER_29_0, DOCKER_29_2]
 
 
 @pytest.mark.parametrize("version", ENGINES, ids=lambda v: f"{v.release}-api{v.api}")
-def test_drift_and_staleness(version: EngineVersion, sources: Sources, registry: Registry,
-                             standin, exporter_factory) -> None:
+def test_containerd_store(version: EngineVersion, sources: Sources, registry: Registry,
+                          standin, exporter_factory) -> None:
+    scenario(version, True, sources, registry, standin, exporter_factory)
+
+
+@pytest.mark.parametrize("version", [DOCKER_25_0, DOCKER_29_0, DOCKER_29_2],
+                         ids=lambda v: f"{v.release}-api{v.api}")
+def test_classic_store(version: EngineVersion, sources: Sources, registry: Registry,
+                       standin, exporter_factory) -> None:
+    """Docker 25-29 hosts upgraded in place keep the graph-driver store: image IDs are
+    config digests, a re-pulled image keeps its RepoDigests, nothing says which manifest."""
+    scenario(version, False, sources, registry, standin, exporter_factory)
+
+
+def scenario(version: EngineVersion, containerd: bool, sources: Sources, registry: Registry,
+             standin, exporter_factory) -> None:
+    """Four tags, four containers; then upstream rebuilds another platform (plat) and this
+    platform (rebuilt), and this host pulls an index that only gained a platform (gained)
+    and one whose platform was rebuilt (stale)."""
     addr = registry.address
-    repo = sources.repository(f"hygiene/c8d-{version.api.replace('.', '')}")
-    h1, h2 = ("src-h1", sources.arch), ("src-h2", sources.arch)
+    store = "c8d" if containerd else "classic"
+    repo = sources.repository(f"hygiene/{store}-{version.api.replace('.', '')}")
 
-    def index(tag: str, *entries: tuple[str, str]) -> str:
-        return put_index(addr, repo, tag, list(entries))
+    def index(tag: str, *builds: str) -> str:
+        """An index of src-<build>s: o-builds for another platform (or the one after @),
+        the others for this host's."""
+        entries = []
+        for build in builds:
+            name, _, arch = build.partition("@")
+            entries.append((f"src-{name}", arch or (
+                sources.other if name.startswith("o") else sources.arch)))
+        return put_index(addr, repo, tag, entries)
 
-    # Four tags, four indexes (all different, so each is its own image here).
-    old_plat = index("plat", h1, ("src-o1", sources.other))
-    index("rebuilt", h1, ("src-o1", "ppc64le"))
-    index("gained", h1)
-    index("stale", h1, ("src-o1", "riscv64"))
-    tags = ("plat", "rebuilt", "gained", "stale")
+    # Four images, each with its own content for this platform.
+    old = {"plat": index("plat", "p1", "o1"),
+           "rebuilt": index("rebuilt", "r1", "o1@ppc64le"),
+           "gained": index("gained", "g1"),
+           "stale": index("stale", "s1", "o1@riscv64")}
+    tags = tuple(old)
 
-    engine = standin(version, sources.arch)
+    engine = standin(version, sources.arch, containerd)
     engine.volumes = [("data", 300_000, 1), ("old", 200_000, 0)]
     engine.build_cache = [("cache1", 1000, False), ("cache2", 500, False)]
 
@@ -128,32 +158,31 @@ def test_drift_and_staleness(version: EngineVersion, sources: Sources, registry:
 
     first = {tag: engine.pull(ref(tag), addr) for tag in tags}
     for tag in tags:
-        engine.run(f"c8d-{tag}", ref(tag))
+        engine.run(f"{store}-{tag}", ref(tag))
     exp = exporter_factory("--docker.host", engine.host, *FAST,
                            "--upstream.include", f"^{addr}/{repo}:")
     m = exp.wait_metrics(lambda m: all(status(m, ref(t)) == "current" for t in tags),
                          what="every tag current")
     assert m.get("docker_up") == 1
     for tag in tags:
-        assert m.get("docker_container_image_stale", container=f"c8d-{tag}") == 0
-        assert m.get("docker_container_upstream_drift", container=f"c8d-{tag}") == 0
-        # The image ID is the index digest the registry serves, and so is the digest.
-        assert m.get("docker_image_info", image=ref(tag), id=first[tag],
-                     digest=first[tag]) == 1
+        assert m.get("docker_container_image_stale", container=f"{store}-{tag}") == 0
+        assert m.get("docker_container_upstream_drift", container=f"{store}-{tag}") == 0
+        # The digest is the index the registry serves; on the containerd store, so is the ID.
+        assert m.get("docker_image_info", image=ref(tag), id=first[tag], digest=old[tag]) == 1
+        assert (first[tag] == old[tag]) is containerd
 
-    # Upstream: another platform rebuilt (plat), this platform rebuilt (rebuilt). And
-    # pulled here: an index that only gained a platform (gained), a rebuilt one (stale).
-    index("plat", h1, ("src-o2", sources.other))
-    has_manifests = api_key(version.api) >= api_key("1.47")
-    if has_manifests:
-        # The index this host pulled is gone: only the host's own platform manifest can
-        # tell that nothing changed for this platform.
-        delete_manifest(addr, repo, old_plat)
-    index("rebuilt", h2, ("src-o1", "ppc64le"))
-    index("gained", h1, ("src-o1", "s390x"))
-    index("stale", h2, ("src-o1", "riscv64"))
+    index("plat", "p1", "o2")
+    has_manifests = containerd and api_key(version.api) >= api_key("1.47")
+    if has_manifests or not containerd:
+        # The index this host pulled is gone: only the host's own platform manifest (or,
+        # on the classic store, the config digest) can tell nothing changed here.
+        delete_manifest(addr, repo, old["plat"])
+    index("rebuilt", "r2", "o1@ppc64le")
+    index("gained", "g1", "o1@s390x")
+    index("stale", "s2", "o1@riscv64")
     repulled = {tag: engine.pull(ref(tag), addr) for tag in ("gained", "stale")}
-    assert repulled["gained"] != first["gained"] and repulled["stale"] != first["stale"]
+    assert repulled["stale"] != first["stale"]
+    assert (repulled["gained"] != first["gained"]) is containerd
 
     def settled(m: Metrics) -> bool:
         # gained and stale went platform_unchanged / drifted for a moment if a check ran
@@ -161,43 +190,46 @@ def test_drift_and_staleness(version: EngineVersion, sources: Sources, registry:
         return (status(m, ref("plat")) == "platform_unchanged"
                 and status(m, ref("rebuilt")) == "drifted"
                 and status(m, ref("gained")) == status(m, ref("stale")) == "current"
-                and m.get("docker_container_image_stale", container="c8d-stale") == 1
+                and m.get("docker_container_image_stale", container=f"{store}-stale") == 1
                 and m.get("docker_image_pulls_total", repository=f"{addr}/{repo}") == 2
-                and m.select("docker_image_info", image=ref("gained"), id=repulled["gained"])
+                and m.select("docker_image_info", image=ref("stale"), id=repulled["stale"])
                 != [])
     m = exp.wait_metrics(settled, what="drift and staleness decided", timeout=40)
     assert m.get("docker_image_upstream_drift", image=ref("plat")) == 0
     assert m.get("docker_image_upstream_drift", image=ref("rebuilt")) == 1
 
     def container(tag: str) -> tuple[float | None, float | None]:
-        return (m.get("docker_container_image_stale", container=f"c8d-{tag}"),
-                m.get("docker_container_upstream_drift", container=f"c8d-{tag}"))
+        return (m.get("docker_container_image_stale", container=f"{store}-{tag}"),
+                m.get("docker_container_upstream_drift", container=f"{store}-{tag}"))
 
     assert container("plat") == (0, 0)
     assert container("rebuilt") == (0, 1)
     assert container("stale") == (1, 1)
-    # The index only gained a platform: neither stale nor drifted, where the engine says
-    # which manifest the container runs (API 1.47+). Before, image IDs are all there is.
-    assert container("gained") == ((0, 0) if has_manifests else (1, 1))
+    # The index only gained a platform: neither stale nor drifted where the engine says
+    # which manifest the container runs (containerd store, API 1.47+) or the image ID is
+    # the config digest (classic). Before 1.47 on containerd, image IDs are all there is.
+    assert container("gained") == ((0, 0) if has_manifests or not containerd else (1, 1))
     # The container's label stays the tag although the engine lists it by image ID now.
-    assert m.get("docker_container_info", container="c8d-stale", image=ref("stale"),
+    assert m.get("docker_container_info", container=f"{store}-stale", image=ref("stale"),
                  image_id=first["stale"]) == 1
-    # The replaced images: untagged, without RepoDigests, kept from Docker 27.2 on.
-    for tag in ("gained", "stale"):
-        old = m.select("docker_image_info", id=first[tag])
-        assert old == ([({"id": first[tag], "image": "<none>", "repository": "<none>",
-                          "tag": "<none>", "digest": ""}, 1.0)]
-                       if version.keeps_dangling else []), old
+    # The replaced image: untagged. containerd: without RepoDigests, kept from Docker 27.2
+    # on; classic: kept, with its RepoDigest.
+    kept = {"id": first["stale"], "image": "<none>", "repository": "<none>", "tag": "<none>",
+            "digest": ""}
+    if not containerd:
+        kept.update(repository=f"{addr}/{repo}", digest=old["stale"])
+    assert m.select("docker_image_info", id=first["stale"]) == (
+        [(kept, 1.0)] if version.keeps_dangling or not containerd else [])
 
     # Disk figures: the 1.52+ summaries as the engine gives them (absent counts are 0);
     # before, computed from the lists, where the counts are the same.
     usage = engine.usage()
-    m = exp.wait_metrics(lambda m: m.get("docker_disk_objects", kind="images")
-                         == usage["ImageUsage"]["TotalCount"], what="disk figures")
-    for kind, key in KINDS.items():
-        assert m.get("docker_disk_objects", kind=kind) == usage[key]["TotalCount"], kind
-        assert m.get("docker_disk_active_objects", kind=kind) == usage[key]["ActiveCount"]
-        if api_key(version.api) >= api_key("1.52"):
+    m = exp.wait_metrics(lambda m: all(
+        m.get("docker_disk_objects", kind=kind) == usage[key]["TotalCount"]
+        and m.get("docker_disk_active_objects", kind=kind) == usage[key]["ActiveCount"]
+        for kind, key in KINDS.items()), what="disk figures after the pulls")
+    if api_key(version.api) >= api_key("1.52"):
+        for kind, key in KINDS.items():
             assert m.get("docker_disk_usage_bytes", kind=kind) == usage[key]["TotalSize"]
             assert m.get("docker_disk_reclaimable_bytes", kind=kind) == \
                 usage[key]["Reclaimable"]
@@ -213,7 +245,7 @@ def test_newer_daemon_is_spoken_to_in_the_newest_version_known(
         sources: Sources, registry: Registry, standin, exporter_factory) -> None:
     engine = standin(DOCKER_29_3, sources.arch)  # API 1.40 to 1.54
     repo = sources.repository("hygiene/c8d-154")
-    put_index(registry.address, repo, "latest", [("src-h1", sources.arch)])
+    put_index(registry.address, repo, "latest", [("src-p1", sources.arch)])
     ref = f"{registry.address}/{repo}:latest"
     engine.pull(ref, registry.address)
     engine.run("c8d-newer", ref)
@@ -280,7 +312,7 @@ def test_a_failed_image_inspect_costs_only_that_images_last_tag_time(
     engine = standin(DOCKER_28_0, sources.arch)
     repo = sources.repository("hygiene/c8d-inspect")
     refs = {}
-    for tag, source in (("a", "src-h1"), ("b", "src-h2")):
+    for tag, source in (("a", "src-p1"), ("b", "src-r1")):
         put_index(registry.address, repo, tag, [(source, sources.arch)])
         refs[tag] = engine.pull(f"{registry.address}/{repo}:{tag}", registry.address)
     engine.fail_inspect = {refs["a"]}
