@@ -195,6 +195,14 @@ def scenario(version: EngineVersion, containerd: bool, sources: Sources, registr
                 and m.select("docker_image_info", image=ref("stale"), id=repulled["stale"])
                 != [])
     m = exp.wait_metrics(settled, what="drift and staleness decided", timeout=40)
+    # Image times: LastTagTime from inspect (the pull here), Created from the config.
+    pulled_at = engine.tagged_at[repulled["stale"]]
+    assert m.get("docker_image_last_tagged_timestamp_seconds", id=repulled["stale"]) == \
+        pytest.approx(pulled_at, abs=1e-3)
+    listed = {i["Id"]: i for i in engine.image_summaries(version.api, False)}
+    assert m.get("docker_image_created_timestamp_seconds", id=repulled["stale"]) == \
+        listed[repulled["stale"]]["Created"] > 0
+    assert m.get("docker_image_containers", id=first["plat"]) == 1
     assert m.get("docker_image_upstream_drift", image=ref("plat")) == 0
     assert m.get("docker_image_upstream_drift", image=ref("rebuilt")) == 1
 
