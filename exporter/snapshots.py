@@ -8,8 +8,23 @@ DISK_KINDS = ("images", "containers", "volumes", "build_cache")
 
 
 @dataclass(frozen=True)
+class ImageManifest:
+    """One platform's manifest in a local image (containerd image store, API 1.47+)."""
+
+    digest: str
+    os: str
+    architecture: str
+    variant: str
+    available: bool  # its config and layers are all on this host
+
+
+@dataclass(frozen=True)
 class Image:
-    """One local image (an image ID) with every tag and registry digest it carries."""
+    """One local image (an image ID) with every tag and registry digest it carries.
+
+    On the containerd image store the ID is the digest of what the tag named when pulled:
+    an index for a multi-platform image, not the config digest of the classic store.
+    """
 
     id: str
     tags: tuple[str, ...]  # familiar "repository:tag" forms, as in RepoTags
@@ -18,6 +33,10 @@ class Image:
     created: float
     last_tagged: float | None  # Metadata.LastTagTime; None when the engine has none
     containers: int  # containers (any state) created from this image ID
+    # The image's platform manifests (API 1.47+ with a containerd store; else empty) ...
+    manifests: tuple[ImageManifest, ...] = ()
+    # ... and the one this host has for its own platform: what a container of it runs.
+    platform_manifest: str = ""
 
     @property
     def dangling(self) -> bool:
@@ -40,9 +59,12 @@ class Container:
     image_id: str
     state: str
     created: float
-    stale: bool  # its reference now names another local image ID (pulled, not recreated)
+    stale: bool  # its tag now names other content for this platform (pulled, not recreated)
     drift_opt_out: bool = False  # label docker-hygiene.drift=false
     version_labels: tuple[tuple[str, str], ...] = ()  # docker-hygiene.versions.* labels
+    # The platform manifest it runs: ImageManifestDescriptor (API 1.48+, containerd store),
+    # else its image's manifest for this host's platform; "" when neither is known.
+    manifest: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,7 @@ class TagState:
     changed: float | None = None  # fleet mode: when the upstream digest last changed
     signed: bool | None = None  # a signature for upstream_digest exists; None: not known
     created: float | None = None  # creation time of upstream's image for this platform
+    upstream_manifest: str = ""  # digest of upstream's manifest for this platform, if read
 
 
 @dataclass(frozen=True)

@@ -411,3 +411,28 @@ def put_cosign_signature(address: str, repository: str, signed: str) -> str:
                        "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQDtest"}}]}
     return put_manifest(address, repository, signed.replace(":", "-") + ".sig", doc,
                         OCI_MANIFEST)
+
+
+def copy_manifest(address: str, source: str, repository: str, tag: str) -> str:
+    """Put the image ``source`` ("repo:tag" in the same registry) under ``repository:tag``,
+    mounting its blobs across repositories as clients do; returns its digest."""
+    src_repo, _, src_tag = source.rpartition(":")
+    r = httpx.get(f"http://{address}/v2/{src_repo}/manifests/{src_tag}",
+                  headers={"Accept": DOCKER_MANIFEST + ", " + OCI_MANIFEST})
+    r.raise_for_status()
+    doc = r.json()
+    for blob in [doc["config"], *doc.get("layers", [])]:
+        m = httpx.post(f"http://{address}/v2/{repository}/blobs/uploads/",
+                       params={"mount": blob["digest"], "from": src_repo})
+        if m.status_code != 201:
+            raise RuntimeError(f"mount of {blob['digest']} failed: {m.status_code} {m.text}")
+    p = httpx.put(f"http://{address}/v2/{repository}/manifests/{tag}", content=r.content,
+                  headers={"Content-Type": r.headers["Content-Type"]})
+    p.raise_for_status()
+    return digest_of(r.content)
+
+
+def delete_manifest(address: str, repository: str, digest: str) -> None:
+    """Delete a manifest by digest (the registry runs with storage.delete enabled)."""
+    r = httpx.delete(f"http://{address}/v2/{repository}/manifests/{digest}")
+    r.raise_for_status()

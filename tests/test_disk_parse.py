@@ -16,6 +16,29 @@ def test_api_1_52_summary_shape_is_used_as_is() -> None:
     assert disk.build_cache == KindUsage(total=7, active=0, size=69, reclaimable=62)
 
 
+def test_api_1_52_compat_answer_is_read_from_its_summaries() -> None:
+    """API 1.52 without verbose sends the legacy lists next to the summaries (changelog
+    v1.52); the summaries are the daemon's own figures and win. Zero counts are left out."""
+    doc = load("engine-1.52/system_df_compat.json")
+    disk = parse_disk_usage(doc)
+    assert disk.images == KindUsage(total=2, active=1, size=98765432, reclaimable=12345678)
+    # The lists alone would say more is reclaimable (SharedSize -1: nothing counted as used).
+    lists = parse_disk_usage({k: v for k, v in doc.items() if not k.endswith("Usage")})
+    assert lists.images.reclaimable == 98765432
+    assert disk.containers == KindUsage(total=1, active=1, size=1000, reclaimable=0)
+    assert disk.volumes == KindUsage(total=1, active=1, size=230000, reclaimable=0)
+    assert disk.build_cache == KindUsage(0, 0, 0, 0)
+
+
+def test_api_1_53_summaries_alone() -> None:
+    """API 1.53 (spec v1.53 SystemDataUsageResponse): no legacy fields; absent counts are 0."""
+    disk = parse_disk_usage(load("engine-1.53/system_df.json"))
+    assert disk.images == KindUsage(total=3, active=1, size=98765432, reclaimable=45000000)
+    assert disk.containers == KindUsage(total=2, active=0, size=5000, reclaimable=5000)
+    assert disk.volumes == KindUsage(total=1, active=0, size=300000, reclaimable=300000)
+    assert disk.build_cache == KindUsage(0, 0, 0, 0)
+
+
 def test_api_1_41_item_shape_is_computed_like_the_cli() -> None:
     doc = load("engine-1.41/system_df.json")
     disk = parse_disk_usage(doc)

@@ -97,11 +97,16 @@ class UpstreamCollector(SnapshotCollector):
             "(the tag drifted, or the container runs an older pull), else 0; absent while "
             "unknown." + note, labels=["container", "image"])
         engine = self.engine.snapshot
+        images = {i.id: i for i in engine.images} if engine else {}
         for c in engine.containers if engine else ():
             s = states.get(c.image)
             if s is None:
                 continue
-            value = container_drift(s.status, s.image_id, s.upstream_config, c.image_id)
+            tag_image = images.get(s.image_id)
+            value = container_drift(
+                s.status, s.image_id, s.upstream_config, c.image_id,
+                tag_image.platform_manifest if tag_image else "", s.upstream_manifest,
+                c.manifest)
             if value is not None:
                 containers.add_metric([c.name, c.image], value)
         yield containers

@@ -8,18 +8,22 @@ depend on when or how they are fetched, and tests pass a dictionary.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from exporter.registry.manifest import Manifest, Platform, RegistryError
+from exporter.snapshots import ImageManifest
 
 
 @dataclass(frozen=True)
 class Local:
     """What the host has for one tag."""
 
-    image_id: str
+    image_id: str  # the config digest (classic store) or the index/manifest digest (containerd)
     digests: frozenset[str]  # the image's RepoDigests for the tag's repository
+    # The manifest the host has for the platform checked (containerd store, API 1.47+);
+    # "" when the engine does not say.
+    platform_manifest: str = ""
 
 
 @dataclass(frozen=True)
@@ -27,50 +31,86 @@ class Decision:
     status: str  # current, drifted or platform_unchanged
     digest: str  # what the tag names upstream now
     config: str = ""  # upstream's config digest for this platform; "" when not read
+    manifest: str = ""  # upstream's manifest digest for this platform; "" when not known
+
+
+def platform_manifest(manifests: Iterable[ImageManifest], platform: Platform) -> str:
+    """The manifest a local image has, in full, for ``platform`` ("" when none).
+
+    The exact variant first, then one that does not say (as the engine picks them).
+    """
+    found = [m for m in manifests if m.available and platform.matches(
+        {"os": m.os, "architecture": m.architecture, "variant": m.variant})]
+    exact = [m for m in found if m.variant == platform.variant]
+    return (exact or found)[0].digest if found else ""
 
 
 def decide(local: Local, head: str, platform: Platform,
            document: Callable[[str], Manifest]) -> Decision:
     """The tag's state, given the digest the registry serves for it now (``head``).
 
-    Equal to a RepoDigest: current. Else the manifest for this platform decides: the local
-    image's config (another platform was added or rebuilt), or the platform entry of the
+    Equal to a RepoDigest: current. Else the manifest for this platform decides. When the
+    host's own manifest for this platform is known (containerd store), it is compared with
+    upstream's: the same manifest, or one with the same config: platform_unchanged (another
+    platform was added or rebuilt; the index digest, which is the local image ID there,
+    changed all the same). Otherwise the local image's config, or the platform entry of the
     index this host pulled: platform_unchanged; anything else: drifted. Raises RegistryError
     when a document cannot be read or the index has no entry for this platform.
     """
     if head in local.digests:
-        return Decision("current", head)
+        return Decision("current", head, manifest=local.platform_manifest)
     new = document(head)
     new_platform = new.platform_digest(platform) if new.is_index else head
     if new_platform is None:
         raise RegistryError("no_platform", f"{head} has no manifest for {platform}")
     manifest = document(new_platform) if new_platform != head else new
     config = manifest.config_digest() or ""
+    if local.platform_manifest:
+        if new_platform == local.platform_manifest or (
+                config and _config_of(local.platform_manifest, document) == config):
+            return Decision("platform_unchanged", head, config, new_platform)
+        return Decision("drifted", head, config, new_platform)
     if config and config == local.image_id:
-        return Decision("platform_unchanged", head, config)
-    # Image stores that do not use the config digest as ID (containerd): compare the
-    # platform entries of the old and the new index instead.
+        return Decision("platform_unchanged", head, config, new_platform)
+    # Image stores that do not use the config digest as ID (containerd) and do not say
+    # which manifest they hold (API before 1.47): compare the platform entries of the old
+    # and the new index instead.
     for old_digest in sorted(local.digests):
         if old_digest == new_platform:
-            return Decision("platform_unchanged", head, config)
+            return Decision("platform_unchanged", head, config, new_platform)
         try:
             old = document(old_digest)
         except RegistryError:
             continue
         if old.is_index and old.platform_digest(platform) == new_platform:
-            return Decision("platform_unchanged", head, config)
-    return Decision("drifted", head, config)
+            return Decision("platform_unchanged", head, config, new_platform)
+    return Decision("drifted", head, config, new_platform)
+
+
+def _config_of(digest: str, document: Callable[[str], Manifest]) -> str:
+    """The config digest of a manifest, "" when it cannot be read (deleted upstream)."""
+    try:
+        return document(digest).config_digest() or ""
+    except RegistryError:
+        return ""
 
 
 def container_drift(status: str, tag_image_id: str, upstream_config: str,
-                    container_image_id: str) -> int | None:
+                    container_image_id: str, tag_manifest: str = "",
+                    upstream_manifest: str = "", container_manifest: str = "") -> int | None:
     """1 when the container does not run what the registry serves for its tag now.
 
-    A current tag still leaves a container drifted when it runs an older image ID (pulled
-    again, never recreated); None when the tag's state is unknown.
+    A current tag still leaves a container drifted when it runs other content (pulled again,
+    never recreated); None when the tag's state is unknown. Where the platform manifests are
+    known (containerd store) they decide, not the image IDs: those are index digests there,
+    which change whenever any platform does.
     """
     if status == "drifted":
+        if container_manifest and upstream_manifest:
+            return 0 if container_manifest == upstream_manifest else 1
         return 0 if upstream_config and upstream_config == container_image_id else 1
     if status in ("current", "platform_unchanged"):
+        if container_manifest and (tag_manifest or upstream_manifest):
+            return 0 if container_manifest in (tag_manifest, upstream_manifest) else 1
         return 0 if container_image_id == tag_image_id else 1
     return None

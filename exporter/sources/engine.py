@@ -3,10 +3,17 @@
 The client negotiates the API version with the daemon on first use and again after any
 failure, so a daemon that is upgraded or restarted under a running exporter is handled.
 Only GET requests are ever sent.
+
+Negotiation: the unversioned ``GET /version`` gives the daemon's range (``MinAPIVersion`` to
+``ApiVersion``); the exporter talks the newest version both sides know. The docker SDK's
+``version="auto"`` would take the daemon's newest as is, so a newer daemon would answer in
+shapes nobody here has read; Docker 29.0-29.2 refuse anything below 1.44, 29.3 goes down to
+1.40 again, 20.10 tops out at 1.41: every one of them is spoken to in a version it accepts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import docker
@@ -16,6 +23,13 @@ import urllib3.exceptions
 from docker.utils import kwargs_from_env
 
 from exporter.sources.loop import SourceError
+
+# The newest Engine API whose answers this exporter has been checked against (moby
+# api/docs/v1.53.yaml, Docker 29.2), and the oldest the docker SDK speaks.
+NEWEST_KNOWN_API = "1.53"
+OLDEST_API = "1.24"
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
 
 
 class EngineError(SourceError):
@@ -80,6 +94,32 @@ _OPERATIONS = {"images": "GET /images/json", "containers": "GET /containers/json
                "ping": "GET /_ping"}
 
 
+def api_key(version: str) -> tuple[int, ...]:
+    """ "1.9" < "1.10": API versions compare as numbers, part by part."""
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        raise EngineError("bad_response", f"{version!r} is not an API version") from None
+
+
+def negotiate(daemon_newest: str, daemon_oldest: str) -> str:
+    """The API version to talk: the daemon's newest, capped at the newest this exporter knows.
+
+    A daemon that accepts nothing this exporter speaks is an error naming both ranges, not a
+    string of 400s ("client version 1.41 is too old").
+    """
+    if not daemon_newest:
+        raise EngineError("bad_response", "GET /version gave no ApiVersion")
+    version = min(daemon_newest, NEWEST_KNOWN_API, key=api_key)
+    if (daemon_oldest and api_key(daemon_oldest) > api_key(version)) or \
+            api_key(version) < api_key(OLDEST_API):
+        raise EngineError(
+            "unsupported_api",
+            f"the Docker daemon accepts API {daemon_oldest or '?'} to {daemon_newest}; this "
+            f"exporter speaks API {OLDEST_API} to {NEWEST_KNOWN_API}")
+    return version
+
+
 def _drop_tracebacks(exc: BaseException) -> None:
     """requests and urllib3 wrap a failed connect in exceptions whose tracebacks keep the
     connect frame, and with it the unconnected socket, alive until the cycle collector runs:
@@ -104,37 +144,69 @@ class Engine:
         self.host = host
         self.timeout = timeout
         self._api: docker.APIClient | None = None
+        self.platform = ""  # the daemon's os/architecture, from GET /version
 
     @property
     def api_version(self) -> str:
         return self._api.api_version if self._api else ""
 
+    def supports(self, version: str) -> bool:
+        """Whether the negotiated API version is ``version`` or newer."""
+        return bool(self.api_version) and api_key(self.api_version) >= api_key(version)
+
     def _client(self) -> docker.APIClient:
         if self._api is None:
             kwargs = kwargs_from_env()
             kwargs["base_url"] = self.host
-            # "auto" asks the daemon for its version: the newest both sides speak.
-            self._api = docker.APIClient(version="auto", timeout=self.timeout, **kwargs)
+            api = docker.APIClient(version=NEWEST_KNOWN_API, timeout=self.timeout, **kwargs)
+            try:
+                found = api.version(api_version=False)  # unversioned: every daemon answers it
+                version = negotiate(str(found.get("ApiVersion") or ""),
+                                    str(found.get("MinAPIVersion") or ""))
+            except BaseException:
+                api.close()
+                raise
+            if version != NEWEST_KNOWN_API:
+                api.close()
+                api = docker.APIClient(version=version, timeout=self.timeout, **kwargs)
+            arch = str(found.get("Arch") or "")
+            self.platform = f"{found.get('Os') or 'linux'}/{_ARCH.get(arch, arch)}" if arch \
+                else ""
+            self._api = api
         return self._api
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """The SDK's ``method``, or a function of the SDK client given as the first argument
-        (for calls the SDK has no parameter for)."""
+    def _run(self, call: Callable[[docker.APIClient], Any], operation: str) -> Any:
         try:
-            client = self._client()
-            if args and callable(args[0]):
-                return args[0](client, *args[1:], **kwargs)
-            return getattr(client, method)(*args, **kwargs)
+            return call(self._client())
+        except EngineError as exc:  # from the version negotiation
+            self.close()
+            raise EngineError(exc.reason, exc.detail, self.host, "GET /version") from None
         except Exception as exc:
-            if not isinstance(exc, docker.errors.NotFound):
-                self.close()  # renegotiate on the next call
-            error = _classify(exc, self.host, _OPERATIONS.get(method, method), self.timeout)
+            # Reconnect and renegotiate on the next call, unless the daemon answered about
+            # this one object (404, 500): a 400 is what a version it no longer accepts gets.
+            if not isinstance(exc, docker.errors.APIError) or exc.status_code == 400:
+                self.close()
+            error = _classify(exc, self.host, operation, self.timeout)
             _drop_tracebacks(exc)
             raise error from exc
 
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._run(lambda api: getattr(api, method)(*args, **kwargs),
+                         _OPERATIONS.get(method, method))
+
     def images(self) -> list[dict[str, Any]]:
-        """GET /images/json: tagged and dangling top-level images."""
-        return self._call("images") or []
+        """GET /images/json: tagged and dangling top-level images.
+
+        From API 1.47 with ``manifests=1``: each image's platform manifests (containerd image
+        store; a classic store has none and ignores the parameter). The SDK has no parameter
+        for it, hence the raw call.
+        """
+        def call(api: docker.APIClient) -> Any:
+            if not self.supports("1.47"):
+                return api.images()
+            return api._result(api._get(api._url("/images/json"), params={"manifests": "1"}),
+                               True)
+        return self._run(call, "GET /images/json") or []
 
     def containers(self) -> list[dict[str, Any]]:
         """GET /containers/json?all=1."""
@@ -179,14 +251,21 @@ class Engine:
             return docker.types.CancellableStream(api._stream_helper(response, decode=True),
                                                   response)
 
-        return self._call("events", open_stream)
+        return self._run(open_stream, "GET /events")
 
     def ping(self) -> bool:
         """GET /_ping: whether the engine answers at all."""
         return bool(self._call("ping"))
 
     def system_df(self) -> dict[str, Any]:
-        """GET /system/df: slow, walks every layer, container and volume."""
+        """GET /system/df: slow, walks every layer, container and volume.
+
+        Sent without ``type=``: every kind is wanted, and naming all four is the same work
+        for the daemon. Without ``verbose`` too: on API 1.52 either answer carries item
+        lists (``Items`` with verbose, the legacy lists without), and from 1.53 the
+        specification's answer without it is the per-kind summaries alone, the cheapest.
+        Both shapes are parsed (sources/disk.py).
+        """
         return self._call("df") or {}
 
     def close(self) -> None:

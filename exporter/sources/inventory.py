@@ -10,8 +10,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from exporter import reference
-from exporter.snapshots import Container, EngineSnapshot, Image
-from exporter.sources.engine import Engine
+from exporter.decisions.drift import platform_manifest
+from exporter.decisions.stale import container_stale
+from exporter.registry.manifest import DIGEST, MANIFEST_TYPES, Platform
+from exporter.snapshots import Container, EngineSnapshot, Image, ImageManifest
+from exporter.sources.engine import Engine, EngineError
 from exporter.timestamps import parse_timestamp
 
 VERSION_LABEL = "docker-hygiene.versions."
@@ -42,6 +45,52 @@ def _version_labels(c: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
                         and isinstance(v, str)))
 
 
+def _digest(doc: Any, key: str) -> str:
+    value = doc.get(key) if isinstance(doc, Mapping) else None
+    return value if isinstance(value, str) and DIGEST.fullmatch(value) else ""
+
+
+def _manifests(img: Mapping[str, Any]) -> tuple[ImageManifest, ...]:
+    """The image's platform manifests from ``Manifests`` (API 1.47+, containerd store);
+    attestations and unknown kinds are left out."""
+    out = []
+    for m in img.get("Manifests") or ():
+        if not isinstance(m, Mapping) or m.get("Kind") != "image":
+            continue
+        digest = _digest(m, "ID") or _digest(m.get("Descriptor"), "digest")
+        data = m.get("ImageData")
+        platform = data.get("Platform") if isinstance(data, Mapping) else None
+        if not isinstance(platform, Mapping):
+            descriptor = m.get("Descriptor")
+            platform = descriptor.get("platform") if isinstance(descriptor, Mapping) else None
+        platform = platform if isinstance(platform, Mapping) else {}
+        if digest:
+            out.append(ImageManifest(digest, str(platform.get("os") or ""),
+                                     str(platform.get("architecture") or ""),
+                                     str(platform.get("variant") or ""),
+                                     m.get("Available") is True))
+    return tuple(out)
+
+
+def _host_manifest(img: Mapping[str, Any], manifests: tuple[ImageManifest, ...],
+                   host: Platform | None) -> str:
+    """The manifest the image has for the host's platform: from ``Manifests``, or the image
+    itself when ``Descriptor`` (API 1.48+) says it is a single manifest."""
+    if manifests:
+        return platform_manifest(manifests, host) if host else ""
+    descriptor = img.get("Descriptor")
+    if isinstance(descriptor, Mapping) and descriptor.get("mediaType") in MANIFEST_TYPES:
+        return _digest(descriptor, "digest")
+    return ""
+
+
+def _platform(text: str) -> Platform | None:
+    try:
+        return Platform.parse(text)
+    except ValueError:
+        return None
+
+
 def _container_name(c: Mapping[str, Any]) -> str:
     names = c.get("Names")
     if isinstance(names, list) and names and isinstance(names[0], str):
@@ -55,46 +104,27 @@ def build_engine_snapshot(
     last_tagged: Mapping[str, float | None],
     created_from: Mapping[str, str],
     api_version: str = "",
+    platform: str = "",
 ) -> EngineSnapshot:
     """Join images and containers into a snapshot and decide which containers are stale.
 
     ``last_tagged`` maps image ID to Metadata.LastTagTime; ``created_from`` maps container ID
-    to Config.Image for the containers whose listed Image is an ID (see EngineReader).
+    to Config.Image for the containers whose listed Image is an ID (see EngineReader);
+    ``platform`` is the engine's os/architecture.
     """
     images = list(images)
     containers = list(containers)
-    by_tag: dict[str, str] = {}
-    for img in images:
-        for tag in _tags(img.get("RepoTags")):
-            by_tag[reference.familiar(tag)] = str(img.get("Id"))
-
-    out_containers = []
     uses: dict[str, int] = {}
     for c in containers:
         image_id = str(c.get("ImageID", ""))
         uses[image_id] = uses.get(image_id, 0) + 1
-        listed = str(c.get("Image", ""))
-        # The engine lists the original reference while it still names the container's image,
-        # and the image ID once it does not; then Config.Image tells what it was created from.
-        origin = created_from.get(str(c.get("Id")), listed) if listed == image_id else listed
-        image = origin if reference.is_image_id(origin) else reference.familiar(origin)
-        now_names = by_tag.get(image)
-        out_containers.append(Container(
-            id=str(c.get("Id", "")),
-            name=_container_name(c),
-            image=image,
-            image_id=image_id,
-            state=str(c.get("State", "")),
-            created=float(_int(c.get("Created"))),
-            stale=now_names is not None and now_names != image_id,
-            drift_opt_out=_label(c, "docker-hygiene.drift").lower() == "false",
-            version_labels=_version_labels(c),
-        ))
 
+    host = _platform(platform)
     out_images = []
     for img in images:
         image_id = str(img.get("Id", ""))
         digests = img.get("RepoDigests")
+        manifests = _manifests(img)
         out_images.append(Image(
             id=image_id,
             tags=_tags(img.get("RepoTags")),
@@ -104,7 +134,38 @@ def build_engine_snapshot(
             created=float(_int(img.get("Created"))),
             last_tagged=last_tagged.get(image_id),
             containers=uses.get(image_id, 0),
+            manifests=manifests,
+            platform_manifest=_host_manifest(img, manifests, host),
         ))
+    by_id = {i.id: i for i in out_images}
+    by_tag = {reference.familiar(tag): i for i in out_images for tag in i.tags}
+
+    out_containers = []
+    for c in containers:
+        image_id = str(c.get("ImageID", ""))
+        listed = str(c.get("Image", ""))
+        # The engine lists the original reference while it still names the container's image,
+        # and the image ID once it does not; then Config.Image tells what it was created from.
+        origin = created_from.get(str(c.get("Id")), listed) if listed == image_id else listed
+        image = origin if reference.is_image_id(origin) else reference.familiar(origin)
+        # What it runs: the engine says so from API 1.48 (containerd store); before, its
+        # image's manifest for this platform, while that image is still listed.
+        manifest = _digest(c.get("ImageManifestDescriptor"), "digest")
+        if not manifest and image_id in by_id:
+            manifest = by_id[image_id].platform_manifest
+        out_containers.append(Container(
+            id=str(c.get("Id", "")),
+            name=_container_name(c),
+            image=image,
+            image_id=image_id,
+            state=str(c.get("State", "")),
+            created=float(_int(c.get("Created"))),
+            stale=container_stale(image_id, manifest, by_tag.get(image)),
+            drift_opt_out=_label(c, "docker-hygiene.drift").lower() == "false",
+            version_labels=_version_labels(c),
+            manifest=manifest,
+        ))
+
     out_images.sort(key=lambda i: i.id)
     out_containers.sort(key=lambda c: c.name)
     return EngineSnapshot(tuple(out_images), tuple(out_containers), api_version)
@@ -128,16 +189,30 @@ class EngineReader:
         containers = self.engine.containers()
 
         tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]], float | None] = {}
+        failed: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
+        engine_down = False
         for img in images:
             key = (str(img.get("Id")), _tags(img.get("RepoTags")), _tags(img.get("RepoDigests")))
             if key in self._tag_times:
                 tag_times[key] = self._tag_times[key]
-            else:
+                continue
+            # A failed inspect costs that image's LastTagTime for this read, nothing more; it
+            # is asked again next time. Once the engine times out or is gone, the remaining
+            # inspects wait for the next read instead of each waiting for the timeout.
+            tag_times[key] = None
+            if engine_down:
+                failed.add(key)
+                continue
+            try:
                 inspected = self.engine.inspect_image(key[0]) or {}
-                meta = inspected.get("Metadata")
-                tag_times[key] = parse_timestamp(meta.get("LastTagTime")) if isinstance(
-                    meta, Mapping) else None
-        self._tag_times = tag_times
+            except EngineError as exc:
+                failed.add(key)
+                engine_down = exc.reason != "api_error"
+                continue
+            meta = inspected.get("Metadata")
+            tag_times[key] = parse_timestamp(meta.get("LastTagTime")) if isinstance(
+                meta, Mapping) else None
+        self._tag_times = {k: v for k, v in tag_times.items() if k not in failed}
 
         config_image: dict[str, str] = {}
         for c in containers:
@@ -154,5 +229,5 @@ class EngineReader:
 
         return build_engine_snapshot(
             images, containers, {k[0]: v for k, v in tag_times.items()}, config_image,
-            self.engine.api_version,
+            self.engine.api_version, self.engine.platform,
         )

@@ -40,7 +40,7 @@ from exporter.registry.content import ContentCache
 from exporter.registry.manifest import Platform, RegistryError
 from exporter.registry.policy import Counters, RequestPolicy
 from exporter.registry.signatures import SignatureFinder
-from exporter.snapshots import EngineSnapshot, Image, TagState, UpstreamSnapshot
+from exporter.snapshots import EngineSnapshot, Image, ImageManifest, TagState, UpstreamSnapshot
 from exporter.sources.engine import Engine, EngineError
 from exporter.sources.loop import Problems, Source, SourceError
 from exporter.state import StateStore
@@ -65,6 +65,7 @@ class Target:
     image_id: str
     local_digests: frozenset[str]
     created: float | None = None  # the local image's creation time
+    manifests: tuple[ImageManifest, ...] = ()  # its platform manifests (containerd store)
 
     @property
     def registry(self) -> str:
@@ -82,6 +83,7 @@ class Outcome:
     signed: bool | None = None
     created: float | None = None
     retry_at: float | None = None  # the registry may be asked again from then on
+    manifest: str = ""  # upstream's manifest for this platform
 
 
 def local_digests(image: Image, name: str) -> frozenset[str]:
@@ -121,7 +123,8 @@ def targets(snapshot: EngineSnapshot, include: Iterable[re.Pattern[str]],
     opted_out: dict[str, bool] = {}
     for c in snapshot.containers:
         opted_out[c.image] = opted_out.get(c.image, True) and c.drift_opt_out
-    return [Target(short, ref, image.id, local_digests(image, ref.name), image.created)
+    return [Target(short, ref, image.id, local_digests(image, ref.name), image.created,
+                   image.manifests)
             for image, ref, short in local_tags(snapshot, include, exclude)
             if not opted_out.get(short)]
 
@@ -208,11 +211,15 @@ class DriftCheck:
             return Outcome("unknown", "no_repo_digest")
         assert t.ref.tag is not None
         head = self.client.head_digest(t.registry, t.ref.path, t.ref.tag)
+        platform = self.facts.platform()
+        local = drift.Local(t.image_id, t.local_digests,
+                            drift.platform_manifest(t.manifests, platform))
         decision = drift.decide(
-            drift.Local(t.image_id, t.local_digests), head, self.facts.platform(),
+            local, head, platform,
             lambda digest: self.content.manifest(t.registry, t.ref.path, digest))
         signed, created = self._extras(t, decision)
-        return Outcome(decision.status, "", decision.digest, decision.config, signed, created)
+        return Outcome(decision.status, "", decision.digest, decision.config, signed, created,
+                       manifest=decision.manifest)
 
     def _extras(self, t: Target, decision: drift.Decision) -> tuple[bool | None, float | None]:
         """Whether upstream's digest is signed, and when its image for this platform was built.
@@ -410,7 +417,9 @@ class Checks:
                 previous.upstream_config if previous else ""),
             checked=now if known else (previous.checked if previous else None),
             signed=outcome.signed if known else (previous.signed if previous else None),
-            created=outcome.created if known else (previous.created if previous else None))
+            created=outcome.created if known else (previous.created if previous else None),
+            upstream_manifest=outcome.manifest if known else (
+                previous.upstream_manifest if previous else ""))
         with self._lock:
             if t.image not in self._wanted:
                 return  # no longer a local tag: forgotten while it was checked
