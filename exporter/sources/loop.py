@@ -107,6 +107,10 @@ class Source(Generic[T]):
             status.attempted, status.success, status.duration, status.last_success,
             status.error, status.failures, alive)
 
+    @status.setter
+    def status(self, value: Status) -> None:
+        self._status = value
+
     def refresh(self) -> bool:
         """Read once, publish the result, and say whether it succeeded."""
         started = time.monotonic()
