@@ -36,7 +36,7 @@ from exporter.sources.harbor import HarborReader
 from exporter.sources.hub import HubAPI, HubReader
 from exporter.sources.inventory import EngineReader
 from exporter.sources.loop import Problems, Source
-from exporter.sources.upstream import make_source
+from exporter.sources.upstream import make_source, request_policy
 from exporter.sources.versions import make_source as make_versions_source
 from exporter.sources.webhook import DistributionWebhook
 from exporter.state import StateStore
@@ -111,11 +111,13 @@ class Exporter:
             upstream_interval=config.upstream_interval,
             versions_interval=config.versions_interval,
         )
+        policy = request_policy(config)
         hub_api = None
         if config.hub_enabled and config.upstream_mode != "central":
-            hub_api = HubAPI(config.hub_url, config.hub_username, config.hub_password)
+            hub_api = HubAPI(config.hub_url, config.hub_username, config.hub_password,
+                             policy=policy)
         if config.upstream_mode in ("local", "central"):
-            upstream = make_source(config, parts.engine, problems)
+            upstream = make_source(config, parts.engine, problems, policy)
             parts.upstream, parts.store = upstream.source, upstream.store
             parts.central = config.upstream_mode == "central"
             if config.versions_enabled and not parts.central:
@@ -133,7 +135,7 @@ class Exporter:
             parts.webhook = DistributionWebhook(config.webhook_distribution_secret,
                                                 dict(config.webhook_distribution_registries))
         if config.harbor_instances:
-            harbor = HarborReader(config.harbor_instances)
+            harbor = HarborReader(config.harbor_instances, policy=policy)
             parts.harbor = Source("harbor", harbor.read, config.harbor_interval, harbor.close,
                                   problems)
         self.parts = parts

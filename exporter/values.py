@@ -26,7 +26,9 @@ MIN_DURATION = 0.001
 MAX_DURATION = 365 * 86400.0
 MAX_SECRET_BYTES = 64 * 1024  # a password or token file; /dev/zero must not fill memory
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)\S*@")
+# User-info ends where the authority does: it holds no /, ? or # (RFC 3986), so an @ in a
+# path or query is left alone.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
 
 
 def redact_url(text: str) -> str:

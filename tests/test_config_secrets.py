@@ -1,5 +1,5 @@
 """Secrets in the configuration: the user-info of a configured URL and the secrets read from
-files are in force but never shown: not by Config.shown() (the landing page), not in logs,
+files are in force but never shown: not by Config.shown() (the /config page), not in logs,
 labels or configuration errors."""
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def test_user_info_never_on_the_page_in_labels_or_logs(exporter_factory,
         labels = [lbl for name in m.names() for lbl, _ in m.select(name)]
         assert {"registry": f"127.0.0.1:{harbor.port}", "project": "team",
                 "repository": "svc"} in labels
-        page = httpx.get(local.url + "/", timeout=10).text
+        page = httpx.get(local.url + "/config", timeout=10).text
         assert f"http://&lt;masked&gt;@127.0.0.1:{hub.port}" in page
         assert f"http://&lt;masked&gt;@127.0.0.1:{harbor.port} (projects team)" in page
         central = exporter_factory(
@@ -138,7 +138,7 @@ def test_user_info_never_on_the_page_in_labels_or_logs(exporter_factory,
             f"http://prom:prom-url-secret@127.0.0.1:{harbor.port}")
         wait_for(lambda: "for url 'http://<masked>@127.0.0.1" in central.log(), 30,
                  "the Prometheus query's failure in the log")
-        page += httpx.get(central.url + "/", timeout=10).text
+        page += httpx.get(central.url + "/config", timeout=10).text
         everything = page + local.log() + central.log() + local.scrape_text() + \
             central.scrape_text()
         for secret in secrets:

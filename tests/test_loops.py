@@ -55,7 +55,9 @@ def test_hub_loop(tmp_path: Path) -> None:
     reader = HubReader(api, ("library/nginx",), False, _engine_source())
     hub = DockerHub({"library/nginx": (10, 1, "2026-01-01T00:00:00Z")})
     try:
-        _drive(Source("hub", reader.read, 1e-5), lambda: setattr(api, "url", hub.url))
+        def heal() -> None:  # the API is now answered, at another address
+            api.url, api.host = hub.url, f"127.0.0.1:{hub.port}"
+        _drive(Source("hub", reader.read, 1e-5), heal)
     finally:
         hub.stop()
         api.close()

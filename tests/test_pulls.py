@@ -555,7 +555,7 @@ def test_urls_with_user_info_are_never_shown(dockerd: Dockerd, exporter_factory,
             ({"registry": f"127.0.0.1:{harbor.port}", "project": "team", "repository": "app"},
              3.0)]
         wait_for(lambda: "projects failed" in exp.log(), 10, "the missing project logged")
-        page = httpx.get(exp.url + "/").text
+        page = httpx.get(exp.url + "/config").text
         assert f"http://&lt;masked&gt;@127.0.0.1:{harbor.port}" in page or \
             f"http://<masked>@127.0.0.1:{harbor.port}" in page, page
         for shown in (exp.log(), page, exp.scrape_text()):

@@ -23,7 +23,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -39,7 +38,7 @@ from exporter.registry.manifest import (
     Manifest,
     RegistryError,
 )
-from exporter.registry.policy import Counters, RequestPolicy
+from exporter.registry.policy import Counters, RequestPolicy, parse_retry_after
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
@@ -67,20 +66,6 @@ def parse_ratelimit(header: str | None) -> int | None:
         return None
     m = re.match(r"\s*(\d{1,12})\b", header)
     return int(m.group(1)) if m else None
-
-
-def parse_retry_after(header: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait, from delay-seconds or an HTTP date; None when absent or invalid."""
-    if not header:
-        return None
-    header = header.strip()
-    if header.isascii() and header.isdigit():
-        return float(min(int(header), 86400))
-    try:
-        when = parsedate_to_datetime(header).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return max(0.0, min(when - (time.time() if now is None else now), 86400.0))
 
 
 def next_link(header: str, repository: str) -> str | None:
@@ -168,13 +153,11 @@ class RegistryClient:
 
     def _fetch(self, verify: bool, method: str, url: str, headers: dict[str, str],
                max_bytes: int) -> httpx.Response:
-        with self._client(verify).stream(method, url, headers=headers) as response:
-            body = transport.read_capped(response, max_bytes)
-            if body is None:
-                raise RegistryError("bad_response", f"{method} {url}: body over {max_bytes} "
-                                    "bytes")
-        return httpx.Response(response.status_code, headers=response.headers, content=body,
-                              request=response.request)
+        try:
+            return transport.fetch(self._client(verify), method, url, max_bytes,
+                                   headers=headers)
+        except transport.TooLarge as exc:
+            raise RegistryError("bad_response", str(exc)) from None
 
     # -- auth --------------------------------------------------------------------------------
 

@@ -26,6 +26,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
 
 from exporter import backoff
 from exporter.registry import transport
@@ -38,6 +42,20 @@ BLOCKING = frozenset({"rate_limited", "timeout", "unreachable", "server_error", 
                       "token_error"})
 MIN_BACKOFF = 30.0
 MAX_BACKOFF = 3600.0
+
+
+def parse_retry_after(header: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait, from delay-seconds or an HTTP date; None when absent or invalid."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isascii() and header.isdigit():
+        return float(min(int(header), 86400))
+    try:
+        when = parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, min(when - (time.time() if now is None else now), 86400.0))
 
 
 @dataclass
@@ -143,7 +161,41 @@ class RequestPolicy:
             state.reason, state.detail = error.reason, str(error)
             first = state.failures == 1
         if first:
-            log.warning("registry %s: %s; leaving it alone for %.0fs", host, error, wait)
+            log.warning("%s: %s; leaving it alone for %.0fs", host, error, wait)
+
+    def send(self, http: httpx.Client, host: str, method: str, url: str, max_bytes: int,
+             **kwargs: Any) -> httpx.Response:
+        """One request to an API (Docker Hub's, Harbor's) under this policy: admitted, within
+        the deadline, body capped, counted; 429 (with its Retry-After), 5xx and transport
+        failures put the host in back-off. Raises RegistryError when there is no answer."""
+        try:
+            with self.admit(host):
+                response = transport.fetch(http, method, url, max_bytes, **kwargs)
+        except transport.TooLarge as exc:
+            self.count(host, method, "error")
+            raise RegistryError("bad_response", str(exc)) from None
+        except httpx.TimeoutException:
+            self.count(host, method, "timeout")
+            error = RegistryError("timeout", f"{host}: no whole answer within "
+                                  f"{self.timeout:g}s")
+            self.failed(host, error)
+            raise error from None
+        except httpx.HTTPError as exc:
+            self.count(host, method, "error")
+            error = RegistryError("unreachable", f"{host}: connect: {transport.why(exc)}")
+            self.failed(host, error)
+            raise error from None
+        self.count(host, method, str(response.status_code))
+        if response.status_code == 429:
+            self.failed(host, RegistryError(
+                "rate_limited", f"{host} answered 429",
+                parse_retry_after(response.headers.get("retry-after"))))
+        elif response.status_code >= 500:
+            self.failed(host, RegistryError("server_error",
+                                            f"{host} answered {response.status_code}"))
+        else:
+            self.succeeded(host)
+        return response
 
     # -- counters ----------------------------------------------------------------------------
 

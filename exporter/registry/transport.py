@@ -134,3 +134,19 @@ def read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class TooLarge(Exception):
+    """An answer's body was larger than the caller accepts."""
+
+
+def fetch(http: httpx.Client, method: str, url: str, max_bytes: int,
+          **kwargs: typing.Any) -> httpx.Response:
+    """One request whose body is read while it streams, at most ``max_bytes`` of it (raising
+    TooLarge beyond: the rest is never read), as a complete response."""
+    with http.stream(method, url, **kwargs) as response:
+        body = read_capped(response, max_bytes)
+        if body is None:
+            raise TooLarge(f"{method} {response.request.url.host}: body over {max_bytes} bytes")
+    return httpx.Response(response.status_code, headers=response.headers, content=body,
+                          request=response.request)

@@ -14,11 +14,10 @@ import logging
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
-
-from exporter import __version__
 from exporter.config import HarborInstance, redact_url
-from exporter.registry.client import parse_retry_after
+from exporter.registry import transport
+from exporter.registry.manifest import RegistryError
+from exporter.registry.policy import RequestPolicy, parse_retry_after
 from exporter.snapshots import HarborRepository, HarborSnapshot
 from exporter.sources.loop import SourceError
 
@@ -41,11 +40,14 @@ def registry_label(url: str) -> str:
 
 
 class HarborReader:
-    def __init__(self, instances: tuple[HarborInstance, ...], timeout: float = 10.0) -> None:
+    def __init__(self, instances: tuple[HarborInstance, ...], timeout: float = 10.0,
+                 policy: RequestPolicy | None = None) -> None:
         self.instances = instances
-        self.client = httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False,
-                                   headers={"User-Agent": f"docker-hygiene-exporter/{__version__}",
-                                            "Accept": "application/json"})
+        # Requests go through the request policy: a deadline on the whole request, a body
+        # cap while it streams, back-off after 429 (Retry-After), 5xx or no answer.
+        self.policy = policy or RequestPolicy(timeout=timeout)
+        self.client = transport.client(self.policy.timeout,
+                                       headers={"Accept": "application/json"})
         self._known: dict[tuple[str, str], list[HarborRepository]] = {}
         self._highest: dict[tuple[str, str, str], int] = {}  # the highest count published
         self._lowered: set[tuple[str, str, str]] = set()  # series whose decrease was logged
@@ -61,7 +63,7 @@ class HarborReader:
                 try:
                     self._known[(registry, project)] = self._project(instance, registry,
                                                                      project, auth)
-                except (HarborError, httpx.HTTPError) as exc:
+                except (HarborError, RegistryError) as exc:
                     failures, last_error = failures + 1, redact_url(
                         f"{registry}/{project}: {exc}")
         if attempts and failures == attempts:
@@ -107,12 +109,14 @@ class HarborReader:
                  auth: tuple[str, str] | None) -> list[HarborRepository]:
         out: list[HarborRepository] = []
         for page in range(1, MAX_PAGES + 1):
-            r = self.client.get(f"{instance.url}/api/v2.0/projects/{project}/repositories",
-                                params={"page": page, "page_size": PAGE_SIZE}, auth=auth)
+            r = self.policy.send(
+                self.client, registry, "GET",
+                f"{instance.url}/api/v2.0/projects/{project}/repositories", MAX_BODY,
+                params={"page": page, "page_size": PAGE_SIZE}, auth=auth)
             if r.status_code == 429:
                 wait = parse_retry_after(r.headers.get("retry-after"))
                 raise HarborError(f"rate limited (retry after {wait}s)")
-            if r.status_code != 200 or len(r.content) > MAX_BODY:
+            if r.status_code != 200:
                 raise HarborError(f"HTTP {r.status_code}")
             try:
                 items: Any = r.json()

@@ -20,8 +20,11 @@ from typing import Any
 
 import httpx
 
-from exporter import __version__, reference
+from exporter import reference
+from exporter.registry import transport
 from exporter.registry.client import parse_retry_after
+from exporter.registry.manifest import RegistryError
+from exporter.registry.policy import RequestPolicy
 from exporter.snapshots import EngineSnapshot, HubRepository, HubSnapshot
 from exporter.sources.loop import Source, SourceError
 from exporter.timestamps import parse_timestamp
@@ -56,58 +59,71 @@ class HubRateLimited(HubError):
 
 
 class HubAPI:
-    """GETs against the Hub API with its login and its rate limit; thread-safe."""
+    """GETs against the Hub API with its login and its rate limit; thread-safe.
 
-    def __init__(self, url: str, username: str, password: str, timeout: float = 10.0) -> None:
+    Every request is admitted by the request policy (exporter/registry/policy.py) under the
+    API's host: a deadline on the whole request, a body cap while it streams, and back-off.
+    The Hub API's own limit feeds that back-off: a 429 blocks the host for its Retry-After,
+    a spent ``X-RateLimit-Remaining`` until ``X-RateLimit-Reset``.
+    """
+
+    def __init__(self, url: str, username: str, password: str, timeout: float = 10.0,
+                 policy: RequestPolicy | None = None) -> None:
         self.url = url
         self.username, self._password = username, password
-        self.client = httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False,
-                                   headers={"User-Agent": f"docker-hygiene-exporter/{__version__}",
-                                            "Accept": "application/json"})
+        self.policy = policy or RequestPolicy(timeout=timeout)
+        self.host = httpx.URL(url).netloc.decode("ascii", "replace").rpartition("@")[2]
+        self.client = transport.client(self.policy.timeout,
+                                       headers={"Accept": "application/json"})
         self._lock = threading.Lock()
         self._token: tuple[str, float] | None = None
-        self.blocked_until = 0.0
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.policy.send(self.client, self.host, method, url, MAX_BODY, **kwargs)
+        except RegistryError as exc:
+            if exc.reason == "rate_limited":
+                raise HubRateLimited(str(exc)) from None
+            raise HubError(str(exc)) from None
 
     def _authorization(self, renew: bool) -> dict[str, str]:
         if not self.username or not self._password:
             return {}
         with self._lock:
             if renew or self._token is None or self._token[1] < time.monotonic():
-                r = self.client.post(f"{self.url}/v2/auth/token", json={
+                r = self._send("POST", f"{self.url}/v2/auth/token", json={
                     "identifier": self.username, "secret": self._password})
                 if r.status_code != 200:
-                    raise HubError(f"Hub login answered {r.status_code}")
-                token = r.json().get("access_token")
+                    raise HubError(f"{self.host}: login answered {r.status_code}")
+                try:
+                    token = r.json().get("access_token")
+                except (ValueError, AttributeError, RecursionError):
+                    token = None
                 if not isinstance(token, str) or not token:
-                    raise HubError("Hub login answered without an access_token")
+                    raise HubError(f"{self.host}: login answered without an access_token")
                 self._token = (token, time.monotonic() + TOKEN_SECONDS)
             return {"Authorization": f"Bearer {self._token[0]}"}
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
         """GET ``path`` (under the API's URL); 200 answers and errors alike are returned,
         but a spent rate limit raises HubRateLimited."""
-        if time.time() < self.blocked_until:
-            raise HubRateLimited(f"rate limited for {self.blocked_until - time.time():.0f}s more")
         for renew in (False, True):
-            try:
-                r = self.client.get(self.url + path, params=params,
-                                    headers=self._authorization(renew))
-            except httpx.HTTPError as exc:
-                raise HubError(type(exc).__name__) from exc
+            r = self._send("GET", self.url + path, params=params,
+                           headers=self._authorization(renew))
             if r.status_code != 401 or not self.username:
                 break
-        if r.status_code == 429:
-            wait = parse_retry_after(r.headers.get("retry-after")) or 60.0
-            self.blocked_until = time.time() + wait
-            raise HubRateLimited(f"Hub API rate limit: retry after {wait:.0f}s")
+        if r.status_code == 429:  # the policy leaves the API alone for its Retry-After
+            wait = parse_retry_after(r.headers.get("retry-after"))
+            if wait is None:  # a 429 that does not say how long: a minute
+                self.policy.failed(self.host, RegistryError("rate_limited", retry_after=60.0))
+            raise HubRateLimited(f"{self.host}: rate limit: retry after {wait or 60:.0f}s")
         remaining = r.headers.get("x-ratelimit-remaining", "")
         if remaining.isascii() and remaining.isdigit() and int(remaining) == 0:
             reset = r.headers.get("x-ratelimit-reset", "")
             known = reset.isascii() and reset.isdigit()
-            self.blocked_until = float(reset) if known else time.time() + 60
-            log.warning("Hub API rate limit spent; resuming at %s", self.blocked_until)
-        if len(r.content) > MAX_BODY:
-            raise HubError(f"answer over {MAX_BODY} bytes for {path}")
+            wait = max(1.0, float(reset) - time.time()) if known else 60.0
+            self.policy.failed(self.host, RegistryError("rate_limited", retry_after=wait))
+            log.warning("%s: rate limit spent; resuming in %.0fs", self.host, wait)
         return r
 
     def tags(self, repository: str, limit: int) -> tuple[list[UpstreamTag], bool]:

@@ -545,8 +545,15 @@ class Upstream:
     facts: EngineFacts
 
 
+def request_policy(config: Config) -> RequestPolicy:
+    """The one request policy: every registry, Docker Hub API and Harbor request obeys it."""
+    return RequestPolicy(config.upstream_concurrency, config.upstream_registry_concurrency,
+                         config.upstream_timeout)
+
+
 def make_source(config: Config, engine_source: Source[EngineSnapshot],
-                problems: Problems | None = None) -> Upstream:
+                problems: Problems | None = None, policy: RequestPolicy | None = None
+                ) -> Upstream:
     """The upstream source: wakes every few seconds and checks what is due."""
     from exporter.registry.credentials import CredentialStore, default_docker_config
     from exporter.state import default_path
@@ -558,8 +565,7 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
                         config.upstream_platform)
     creds = CredentialStore(dict(config.registries),
                             config.docker_config or default_docker_config())
-    policy = RequestPolicy(config.upstream_concurrency, config.upstream_registry_concurrency,
-                           config.upstream_timeout)
+    policy = policy or request_policy(config)
     client = RegistryClient(creds, facts.insecure, policy,
                             fresh_for=min(60.0, config.upstream_interval / 2))
     content = ContentCache(client, store)
