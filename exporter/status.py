@@ -142,6 +142,10 @@ def explain(error: str, source: str = "", docker_host: str = "") -> str:
     engine = f"the Docker Engine at {mask_userinfo(docker_host)}" if docker_host else \
         "the Docker Engine"
     reason, _, detail = error.partition(": ")
+    engine_error = _ENGINE_ERROR.match(error)
+    if engine_error and source in ("engine", "disk", "events", ""):
+        # "HOST: GET /path: connect: CAUSE", as the engine client words its errors
+        reason, detail = _engine_reason(engine_error.group("detail"))
     if source in ("engine", "disk", ""):  # EngineError: "reason: detail"
         if reason == "unreachable":
             why = next((words for needle, words in _CAUSES if needle in detail),
@@ -158,6 +162,23 @@ def explain(error: str, source: str = "", docker_host: str = "") -> str:
     if source == "harbor":
         return f"Harbor: {_first_line(error)}"
     return _first_line(error)
+
+
+# An engine client error: host, then the operation, then what happened.
+_ENGINE_ERROR = re.compile(r"^\S+://\S*?: (?:GET|HEAD) /\S*: (?P<detail>.*)$", re.S)
+
+
+def _engine_reason(detail: str) -> tuple[str, str]:
+    """(reason word, detail) of an engine client error's last part."""
+    if detail.startswith("connect: "):
+        return "unreachable", detail[len("connect: "):]
+    if detail.startswith("no answer within"):
+        return "timeout", detail
+    if detail.startswith("answer is not JSON"):
+        return "bad_response", detail
+    if detail.startswith("the Docker daemon accepts API"):
+        return "api_error", detail
+    return "api_error", detail
 
 
 def _first_line(text: str) -> str:

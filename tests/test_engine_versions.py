@@ -26,15 +26,15 @@ def test_a_daemon_above_every_known_version_is_a_clear_error() -> None:
     with pytest.raises(EngineError) as err:
         negotiate("1.60", "1.54")
     assert err.value.reason == "unsupported_api"
-    assert str(err.value) == ("unsupported_api: the Docker daemon accepts API 1.54 to 1.60; "
+    assert str(err.value) == ("the Docker daemon accepts API 1.54 to 1.60; "
                               f"this exporter speaks API 1.24 to {NEWEST_KNOWN_API}")
 
 
 def test_too_old_and_junk() -> None:
     with pytest.raises(EngineError, match=r"accepts API 1\.12 to 1\.23"):
         negotiate("1.23", "1.12")
-    with pytest.raises(EngineError, match="bad_response"):
-        negotiate("", "1.12")
-    with pytest.raises(EngineError, match="bad_response"):
-        negotiate("one.forty", "1.12")
+    for junk in ("", "one.forty"):
+        with pytest.raises(EngineError) as err:
+            negotiate(junk, "1.12")
+        assert err.value.reason == "bad_response"
     assert api_key("1.9") < api_key("1.10")

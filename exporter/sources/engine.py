@@ -65,9 +65,13 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def _timed_out(exc: BaseException) -> bool:
+    """Whether a failed call ran out of time (not: was refused). urllib3's refused connection
+    (NewConnectionError) is a subclass of its connect timeout, so it is ruled out first."""
     seen = 0
     item: BaseException | None = exc
     while item is not None and seen < 20:
+        if isinstance(item, urllib3.exceptions.NewConnectionError):
+            return False
         if isinstance(item, requests.exceptions.Timeout | urllib3.exceptions.TimeoutError |
                       TimeoutError):
             return True
