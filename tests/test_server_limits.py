@@ -16,6 +16,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import statistics
 import threading
 import time
@@ -26,6 +27,7 @@ import httpx
 
 from exporter.web.server import REQUEST_TIMEOUT, WORKERS
 from tests.services import ExporterProcess, wait_for
+from tests.tls import make_pki
 
 NO_ENGINE = ("--docker.host", "unix:///nonexistent/docker.sock", "--upstream.mode", "off")
 # Never finished: 10 s at a byte a second does not even end the request line.
@@ -52,9 +54,10 @@ class Trickle:
     """``count`` clients that each send a request one byte a second and never finish it.
     ``cut`` gets, per client the server closed or reset, the seconds from its connect."""
 
-    def __init__(self, port: int, count: int) -> None:
+    def __init__(self, port: int, count: int, payload: bytes = SLOW_REQUEST) -> None:
         self.port = port
         self.count = count
+        self.payload = payload
         self.cut: list[float] = []
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -92,7 +95,7 @@ class Trickle:
                 for key in list(sel.get_map().values()):
                     state = key.data
                     try:
-                        state[1] += key.fileobj.send(SLOW_REQUEST[state[1]:state[1] + 1])
+                        state[1] += key.fileobj.send(self.payload[state[1]:state[1] + 1])
                     except BlockingIOError:
                         pass
                     except OSError:
@@ -138,7 +141,7 @@ def test_slow_clients_are_cut_off_at_the_deadline_and_scrapes_go_on(exporter_fac
             scrapes.append(_scrape_seconds(exp.url))
             threads.append(_threads(pid))
             time.sleep(0.2)
-    cut = sorted(slow.cut)
+    cut = sorted(slow.cut) or [0.0]
     print(f"scrapes: {len(scrapes)}, slowest {max(scrapes):.3f} s; slow clients cut off: "
           f"{len(cut)}, first {cut[0]:.2f} s, median {statistics.median(cut):.2f} s, "
           f"last {cut[-1]:.2f} s; threads {threads_before} -> max {max(threads)}")
@@ -146,6 +149,57 @@ def test_slow_clients_are_cut_off_at_the_deadline_and_scrapes_go_on(exporter_fac
     near_deadline = [c for c in cut if REQUEST_TIMEOUT - 0.5 <= c <= REQUEST_TIMEOUT + 2]
     assert len(near_deadline) >= 0.9 * 200, cut
     assert max(threads) <= threads_before + WORKERS, (threads_before, threads)
+
+
+def _client_hello() -> bytes:
+    """The first flight of a real TLS handshake."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="x")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_tls_handshakes_share_the_deadline_and_certificates_rotate(
+        tmp_path: Path, exporter_factory) -> None:
+    """A TLS ClientHello sent a byte a second is cut off at the same deadline; TLS scrapes
+    go on meanwhile; a new certificate in the web config serves the next connection."""
+    pki, rotated = make_pki(tmp_path / "pki"), make_pki(tmp_path / "rotated", "rotated-ca")
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: pki/server.crt\n"
+                   "  key_file: pki/server.key\n")
+    exp = exporter_factory(*NO_ENGINE, "--web.config.file", str(web), wait_ready=False)
+    wait_for(lambda: exp._alive() and "listening on" in exp.log(), 20, "the exporter")
+    url = f"https://127.0.0.1:{exp.port}/metrics"
+
+    def scrape(ca: Path) -> float:
+        started = time.monotonic()
+        r = httpx.get(url, verify=ssl.create_default_context(cafile=str(ca)), timeout=10)
+        assert r.status_code == 200 and "docker_up 0.0" in r.text
+        return time.monotonic() - started
+
+    scrapes = []
+    with Trickle(exp.port, 20, _client_hello()) as slow:
+        while slow.open and len(scrapes) < 100:
+            scrapes.append(scrape(pki / "ca.crt"))
+            time.sleep(0.2)
+    cut = sorted(slow.cut)
+    assert len(cut) == 20, f"{len(cut)} of 20 slow handshakes cut off: {cut}"
+    print(f"TLS: slowest scrape {max(scrapes):.3f} s; handshakes cut off at "
+          f"{cut[0]:.2f}..{cut[-1]:.2f} s")
+    assert max(scrapes) < 1.0, scrapes
+    assert all(REQUEST_TIMEOUT - 0.5 <= c <= REQUEST_TIMEOUT + 2 for c in cut), cut
+
+    web.write_text("tls_server_config:\n  cert_file: rotated/server.crt\n"
+                   "  key_file: rotated/server.key\n")
+    wait_for(lambda: scrape(rotated / "ca.crt"), 10, "the rotated certificate")
+    try:
+        scrape(pki / "ca.crt")
+        raise AssertionError("the old certificate is still served")
+    except httpx.ConnectError:
+        pass
 
 
 def test_a_burst_of_scrapes_is_answered_in_full(exporter_factory) -> None:
