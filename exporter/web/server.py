@@ -141,7 +141,7 @@ class Server:
         self.connections: set[asyncio.Task[None]] = set()
         # Connections waiting for a request, oldest first: the first to go at the cap.
         self.waiting: dict[asyncio.Task[None], None] = {}
-        self._cap_logged = 0.0
+        self._warned: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def web_config(self) -> WebConfig:
@@ -181,7 +181,8 @@ class Server:
                 continue
             except OSError as exc:
                 # Out of descriptors or memory despite the cap: wait a little, then go on.
-                log.warning("cannot accept connections: %s", exc.strerror or exc)
+                self._warn_rarely("accept", "cannot accept connections: %s",
+                                  exc.strerror or exc)
                 self._loop.remove_reader(self.listener.fileno())
                 self._loop.call_later(0.1, self._loop.add_reader, self.listener.fileno(),
                                       self._accept)
@@ -199,15 +200,19 @@ class Server:
         """Close the connection that has waited longest for its request."""
         if not self.waiting:
             return False
-        now = time.monotonic()
-        if now - self._cap_logged > 60:
-            self._cap_logged = now
-            log.warning("%d connections open, the limit: closing those that have waited "
-                        "longest for their request", self.cap)
+        self._warn_rarely("cap", "%d connections open, the limit: closing those that have "
+                          "waited longest for their request", self.cap)
         oldest = next(iter(self.waiting))
         del self.waiting[oldest]
         oldest.cancel()
         return True
+
+    def _warn_rarely(self, kind: str, message: str, *args: object) -> None:
+        """At most once a minute: under attack these would otherwise flood the log."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -60.0) >= 60:
+            self._warned[kind] = now
+            log.warning(message, *args)
 
     def _gone(self, task: asyncio.Task[None]) -> None:
         self.connections.discard(task)
@@ -244,10 +249,7 @@ class Server:
         assert self._loop is not None
         return await self._loop.run_in_executor(self.pool, fn, *args)
 
-    # The answers. All but respond_healthy run on a worker thread.
-
-    def respond_healthy(self, request: Request) -> Reply:
-        return _text(200, "Healthy\n")
+    # The answers, on a worker thread (the liveness probe is answered on the loop).
 
     def _unauthorized(self, request: Request) -> Reply | None:
         """Basic auth from the web config, for everything but the liveness probe."""
@@ -505,7 +507,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.phase = "answer"
         try:
             if request.method in ("GET", "HEAD") and request.path == "/-/healthy":
-                reply = server.respond_healthy(request)
+                reply = _text(200, "Healthy\n")
             elif request.method == "POST":
                 refused = await server.work(server.admit_post, request)
                 if refused is None:
