@@ -328,6 +328,7 @@ def test_a_client_that_goes_away_is_one_log_line(exporter_factory, tmp_path: Pat
         gone = [line for line in log.splitlines() if "went away" in line]
         print("\n".join(gone))
         assert len(gone) == 2, log
+        assert [line for line in log.splitlines() if "logger=exporter.web" in line] == gone
         assert "went away before the response to GET /metrics" in gone[0]
         assert "went away during the response to GET /" in gone[1]
         assert "Traceback" not in log and all(line.startswith("ts=")
