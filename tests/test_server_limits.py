@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import re
 import resource
@@ -200,6 +201,39 @@ def test_tls_handshakes_share_the_deadline_and_certificates_rotate(
         raise AssertionError("the old certificate is still served")
     except httpx.ConnectError:
         pass
+
+
+def test_webhook_over_tls_with_expect_continue(tmp_path: Path, exporter_factory) -> None:
+    """Bodies are read in full through the TLS layer's small read buffer, on a kept-alive
+    connection; one over 1 MiB is refused with a 413 the client gets to read."""
+    pki = make_pki(tmp_path / "pki")
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: pki/server.crt\n"
+                   "  key_file: pki/server.key\n")
+    cfg = tmp_path / "exporter.yml"
+    cfg.write_text('webhook:\n  distribution:\n    secret: "s3cret"\n')
+    exp = exporter_factory(*NO_ENGINE, "--web.config.file", str(web), "--config.file",
+                           str(cfg), wait_ready=False)
+    wait_for(lambda: exp._alive() and "listening on" in exp.log(), 20, "the exporter")
+    url = f"https://127.0.0.1:{exp.port}"
+    events = {"events": [
+        {"id": f"event-{i}", "action": "pull",
+         "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "repository": f"team/app-{i % 10}"},
+         "request": {"method": "GET", "host": "registry.test:5000"}} for i in range(3000)]}
+    body = json.dumps(events).encode()
+    assert 500_000 < len(body) < 1024 * 1024
+    headers = {"Authorization": "s3cret", "Content-Type": "application/json"}
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(pki / "ca.crt"))) as client:
+        r = client.post(url + "/webhooks/distribution", content=body,
+                        headers={**headers, "Expect": "100-continue"})
+        assert (r.status_code, r.text) == (200, "ok\n")
+        text = client.get(url + "/metrics").text
+        assert 'docker_registry_pulls_total{registry="registry.test:5000",' \
+               'repository="team/app-0"} 300.0' in text
+        r = client.post(url + "/webhooks/distribution", content=b"x" * 2_000_000,
+                        headers=headers)
+        assert r.status_code == 413
 
 
 def test_a_burst_of_scrapes_is_answered_in_full(exporter_factory) -> None:

@@ -66,7 +66,7 @@ WORKERS = 4
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 ACCEPT_BATCH = 32  # accepts per wake-up; the reserve covers them while evictions close
 LINGER = 0.5  # seconds, and bytes, read and thrown away after a refusal
-LINGER_BYTES = 1024 * 1024
+LINGER_BYTES = 4 * 1024 * 1024
 CHUNK = 64 * 1024  # read buffer, and the slices a response body is written in
 SERVER = f"docker-hygiene-exporter/{__version__}"
 T = TypeVar("T")
@@ -532,7 +532,7 @@ class _Connection(asyncio.BufferedProtocol):
     async def _read_body(self, request: Request, deadline: float) -> bytes | None:
         length = int(request.header("content-length"))
         if self.h11.they_are_waiting_for_100_continue:
-            self._write(self.h11.send(h11.InformationalResponse(status_code=100)))
+            self._write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
         self.phase = "body"
         self._resume()
         body = bytearray()
@@ -563,10 +563,11 @@ class _Connection(asyncio.BufferedProtocol):
         moment: closing with its bytes unread would reset the connection, and the client
         would see the reset rather than the 431. Go's server does the same."""
         assert self.transport is not None
-        if self.lost or not self.transport.can_write_eof():  # TLS cannot half-close
+        if self.lost:
             return
         self.phase, self.pending = "discard", 0
-        self.transport.write_eof()
+        if self.transport.can_write_eof():  # TLS cannot half-close
+            self.transport.write_eof()
         self._resume()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LINGER):
