@@ -17,7 +17,8 @@ TLS handshake; asyncio's transports have one, with a timeout.
 Limits, all enforced before authentication:
 
 - ``REQUEST_TIMEOUT`` for a whole request, from the connection (or the end of the previous
-  response on a kept-alive one) to the last byte of its body.
+  response on a kept-alive one) to the last byte of its body; ``RESPONSE_TIMEOUT`` for the
+  client to read the answer.
 - ``MAX_HEADER_BYTES`` for the request line and headers: the server never reads more than
   that before the headers end; past it the answer is 431 and the connection closes. A request
   line longer than ``MAX_REQUEST_LINE`` is 414, more than ``MAX_HEADERS`` headers 431.
@@ -530,7 +531,7 @@ class _Connection(asyncio.BufferedProtocol):
         return await self._send(reply, request)
 
     async def _read_body(self, request: Request, deadline: float) -> bytes | None:
-        length = int(request.header("content-length"))
+        """The body, within the request's deadline; h11 holds it to its Content-Length."""
         if self.h11.they_are_waiting_for_100_continue:
             self._write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
         self.phase = "body"
@@ -545,8 +546,6 @@ class _Connection(asyncio.BufferedProtocol):
                         return None
                     if isinstance(event, h11.Data):
                         body += event.data
-                        if len(body) > length:
-                            return None
                     elif isinstance(event, h11.EndOfMessage):
                         return bytes(body)
                     elif event is h11.NEED_DATA and not self.lost:
