@@ -340,9 +340,12 @@ def test_a_client_that_goes_away_is_one_log_line(exporter_factory, tmp_path: Pat
     hung.bind(str(engine))
     hung.listen(128)
     try:
+        # Not the readiness probe of the harness: given up while the engine hangs at start,
+        # each probe would be a line too.
         exp = exporter_factory("--docker.host", f"unix://{engine}", "--upstream.mode", "off",
                                "--collector.on-scrape", "true", "--docker.timeout", "1s",
-                               "--collector.disk.timeout", "1s")
+                               "--collector.disk.timeout", "1s", wait_ready=False)
+        wait_for(lambda: exp._alive() and "listening on" in exp.log(), 20, "the exporter")
         for payload in (b"", b"GET /metrics HTTP/1.1\r\nHo"):
             with socket.create_connection(("127.0.0.1", exp.port)) as sock:
                 sock.sendall(payload)
