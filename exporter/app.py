@@ -171,9 +171,11 @@ class Exporter:
                 continue
             source.start(self._stop)
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = 0.5) -> None:
         """Signal every loop, give them ``timeout`` in all, and close the state store (every
-        write is already committed; closing makes sure nothing is half-written)."""
+        write is already committed; closing waits for one in progress, so nothing is
+        half-written). A loop still inside a Docker or registry call is left behind: the
+        process exits within a second of SIGTERM."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         for source in self.sources:

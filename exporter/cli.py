@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from exporter import __version__, bundle, config, logs
@@ -167,21 +166,12 @@ def serve(cfg: config.Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", cfg.web_listen_address, exc.strerror or exc)
         return 1
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     exporter.start()
-    server.serve_in_thread()
     log.info("listening on %s, metrics at %s, docker host %s, version %s",
              cfg.web_listen_address, cfg.web_telemetry_path, cfg.docker_host, __version__)
-    stopping.wait()
-    server.shutdown()
-    server.server_close()
+    # The server's loop runs in this thread and returns on the first of these signals.
+    signum = server.run((signal.SIGTERM, signal.SIGINT))
+    log.info("received %s, shutting down", signal.Signals(signum).name)
     exporter.stop()
     log.info("stopped")
     logging.shutdown()

@@ -234,6 +234,7 @@ class ExporterProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)
+    prefix: list[str] = field(default_factory=list)  # e.g. prlimit --nofile=1024:1024 --
 
     @property
     def url(self) -> str:
@@ -250,7 +251,7 @@ class ExporterProcess:
         if not any(a.startswith("--hub.") for a in self.args):
             state += ["--hub.enabled", "false"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--web.listen-address",
+            [*self.prefix, sys.executable, "-m", "exporter", "--web.listen-address",
              f"127.0.0.1:{self.port}", *state, *self.args],
             stdout=log, stderr=log, start_new_session=True, env=env, cwd=ROOT)
         if wait_ready:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
 import os
@@ -61,6 +62,13 @@ class WebConfig:
     tls: ssl.SSLContext | None = None
     users: Mapping[str, bytes] = field(default_factory=dict)
     headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def dummy_hash(self) -> bytes:
+        """A hash no password matches, at the highest cost among the users: an unknown user
+        costs one bcrypt run, as a known one does, so timing does not tell names apart."""
+        cost = max((int(h[4:6]) for h in self.users.values() if h[4:6].isdigit()), default=12)
+        return b"$2b$%02d$" % cost + b"." * 53
 
 
 def _require_mapping(value: Any, key: str) -> Mapping[str, Any]:
@@ -209,8 +217,12 @@ class WebConfigWatcher:
             ).partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
+        if not sep:
+            return False
         hashed = config.users.get(user)
-        if not sep or hashed is None:
+        if hashed is None:
+            with contextlib.suppress(ValueError):
+                bcrypt.checkpw(password.encode(), config.dummy_hash)
             return False
         key = hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
         with self._lock:
