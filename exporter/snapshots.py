@@ -67,10 +67,12 @@ class DiskSnapshot:
     images: KindUsage
     containers: KindUsage
     volumes: KindUsage
-    build_cache: KindUsage
+    build_cache: KindUsage | None  # None: the engine has no such thing (Podman)
 
     def by_kind(self) -> dict[str, KindUsage]:
-        return {kind: getattr(self, kind) for kind in DISK_KINDS}
+        """The kinds the engine has."""
+        return {kind: getattr(self, kind) for kind in DISK_KINDS
+                if getattr(self, kind) is not None}
 
 
 UPSTREAM_STATUSES = ("current", "drifted", "platform_unchanged", "unknown")

@@ -53,6 +53,19 @@ def _drop_tracebacks(exc: BaseException) -> None:
         stack.extend(getattr(item, attr, None) for attr in ("reason", "original_error"))
 
 
+def is_podman(version: Any) -> bool:
+    """Whether a /version answer comes from Podman's Docker-compatible service."""
+    components = version.get("Components") if isinstance(version, dict) else None
+    return isinstance(components, list) and any(
+        isinstance(c, dict) and c.get("Name") == "Podman Engine" for c in components)
+
+
+def podman_local(name: str) -> bool:
+    """Podman names what it builds, imports or commits ``localhost/...``; the RepoDigests it
+    gives such images are of manifests it made itself, never served by a registry."""
+    return name.startswith("localhost/")
+
+
 class Engine:
     """One connection to a Docker daemon. Not shared between threads: each source owns one."""
 
@@ -60,10 +73,18 @@ class Engine:
         self.host = host
         self.timeout = timeout
         self._api: docker.APIClient | None = None
+        self._podman: bool | None = None
 
     @property
     def api_version(self) -> str:
         return self._api.api_version if self._api else ""
+
+    @property
+    def podman(self) -> bool:
+        """Whether the engine is Podman; asked once per connection (GET /version)."""
+        if self._podman is None:
+            self._podman = is_podman(self.version())
+        return self._podman
 
     def _client(self) -> docker.APIClient:
         if self._api is None:
@@ -124,6 +145,7 @@ class Engine:
         return self._call("df") or {}
 
     def close(self) -> None:
+        self._podman = None
         if self._api is not None:
             try:
                 self._api.close()
