@@ -11,7 +11,7 @@ from typing import Any
 
 from exporter import reference
 from exporter.snapshots import Container, EngineSnapshot, Image
-from exporter.sources.engine import Engine
+from exporter.sources.engine import Engine, podman_local
 from exporter.timestamps import parse_timestamp
 
 VERSION_LABEL = "docker-hygiene.versions."
@@ -22,9 +22,11 @@ def _int(value: Any) -> int:
 
 
 def _tags(raw: Any) -> tuple[str, ...]:
+    """RepoTags or RepoDigests in the engine's short form (Podman lists them in full)."""
     if not isinstance(raw, list):
         return ()
-    return tuple(sorted({t for t in raw if isinstance(t, str) and t and "<none>" not in t}))
+    return tuple(sorted({reference.familiar(t) for t in raw
+                         if isinstance(t, str) and t and "<none>" not in t}))
 
 
 def _label(c: Mapping[str, Any], key: str) -> str:
@@ -55,11 +57,14 @@ def build_engine_snapshot(
     last_tagged: Mapping[str, float | None],
     created_from: Mapping[str, str],
     api_version: str = "",
+    podman: bool = False,
 ) -> EngineSnapshot:
     """Join images and containers into a snapshot and decide which containers are stale.
 
     ``last_tagged`` maps image ID to Metadata.LastTagTime; ``created_from`` maps container ID
     to Config.Image for the containers whose listed Image is an ID (see EngineReader).
+    On Podman, the RepoDigests of ``localhost/`` names are dropped: they are local builds,
+    which nothing asks a registry about, as Docker's local builds have no RepoDigests.
     """
     images = list(images)
     containers = list(containers)
@@ -94,12 +99,11 @@ def build_engine_snapshot(
     out_images = []
     for img in images:
         image_id = str(img.get("Id", ""))
-        digests = img.get("RepoDigests")
         out_images.append(Image(
             id=image_id,
             tags=_tags(img.get("RepoTags")),
-            repo_digests=tuple(sorted(d for d in digests if isinstance(d, str) and "@" in d
-                                      and "<none>" not in d)) if isinstance(digests, list) else (),
+            repo_digests=tuple(d for d in _tags(img.get("RepoDigests"))
+                               if "@" in d and not (podman and podman_local(d))),
             size=max(_int(img.get("Size")), 0),
             created=float(_int(img.get("Created"))),
             last_tagged=last_tagged.get(image_id),
@@ -126,12 +130,13 @@ class EngineReader:
     def read(self) -> EngineSnapshot:
         images = self.engine.images()
         containers = self.engine.containers()
+        podman = self.engine.podman
 
         tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]], float | None] = {}
         for img in images:
             key = (str(img.get("Id")), _tags(img.get("RepoTags")), _tags(img.get("RepoDigests")))
-            if key in self._tag_times:
-                tag_times[key] = self._tag_times[key]
+            if key in self._tag_times or podman:  # Podman never sets LastTagTime
+                tag_times[key] = self._tag_times.get(key)
             else:
                 inspected = self.engine.inspect_image(key[0]) or {}
                 meta = inspected.get("Metadata")
@@ -154,5 +159,5 @@ class EngineReader:
 
         return build_engine_snapshot(
             images, containers, {k[0]: v for k, v in tag_times.items()}, config_image,
-            self.engine.api_version,
+            self.engine.api_version, podman,
         )
