@@ -416,8 +416,21 @@ class Setting:
         return tuple(self.key.split("."))
 
 
-def _default_docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+# With no $DOCKER_HOST, the first of these that exists: Docker's socket, rootful Podman's,
+# then the user's own (rootless) Podman's; {runtime} is $XDG_RUNTIME_DIR.
+ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock",
+                  "{runtime}/podman/podman.sock")
+
+
+def _default_docker_host(environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    if environ.get("DOCKER_HOST"):
+        return environ["DOCKER_HOST"]
+    runtime = environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    for path in ENGINE_SOCKETS:
+        if os.path.exists(path.format(runtime=runtime)):
+            return "unix://" + path.format(runtime=runtime)
+    return DEFAULT_DOCKER_HOST
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -429,8 +442,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Exporter-toolkit web config (TLS, basic auth, headers), re-read when it changes.",
             "FILE"),
     Setting("docker.host", _docker_host, None,
-            "Docker Engine endpoint (default: $DOCKER_HOST, else "
-            f"{DEFAULT_DOCKER_HOST}). TLS follows DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.", "URL"),
+            "Docker Engine or Podman endpoint (default: $DOCKER_HOST, else the first socket "
+            "that exists of /var/run/docker.sock, /run/podman/podman.sock and "
+            "$XDG_RUNTIME_DIR/podman/podman.sock). TLS follows DOCKER_TLS_VERIFY and "
+            "DOCKER_CERT_PATH.", "URL"),
     Setting("docker.timeout", parse_duration, 30.0,
             "Timeout of one Engine API call (except /system/df).", "DURATION",
             format_duration),
@@ -687,7 +702,7 @@ def build(
         except (ValueError, TypeError) as exc:
             raise ConfigError(key, str(exc)) from None
     if "docker_host" not in values:
-        values["docker_host"] = environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+        values["docker_host"] = _default_docker_host(environ)
     if "upstream_interval" in values and values["upstream_interval"] < 1:
         raise ConfigError("upstream.interval", "must be at least 1s")
     if values.get("upstream_mode") == "central" and not (
