@@ -131,6 +131,10 @@ def test_drift_lifecycle(setup: Setup, engine: Dockerd | Podman, exporter_factor
     assert m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref) is None
     checked = m.get("docker_image_upstream_last_check_timestamp_seconds", image=ref)
     assert checked == pytest.approx(time.time(), abs=30)
+    # Looked for a signature (none), and compared with the registry's other versions (none).
+    m = exp.wait_metrics(lambda m: m.get("docker_image_versions_behind", image=ref) == 0,
+                         what="versions read")
+    assert m.get("docker_image_upstream_signed", image=ref) == 0
 
     publish_elsewhere(d, ref, f"{setup.name} two")
     m = exp.wait_metrics(lambda m: status(m, ref) == "drifted", what=f"{ref} drifted")
@@ -162,7 +166,7 @@ def test_drift_lifecycle(setup: Setup, engine: Dockerd | Podman, exporter_factor
 
 # Docker only: Podman does not record the digest of a push, so a tag pushed from this host
 # and never pulled is platform_unchanged there, after one manifest GET (see
-# test_podman_pushed_tag_is_platform_unchanged).
+# test_podman_built_pushed_then_pulled).
 def test_one_head_per_tag_and_no_gets_when_nothing_changed(
         registry: Registry, dockerd: Dockerd, exporter_factory, tmp_path: Path) -> None:
     d = dockerd
@@ -411,22 +415,24 @@ class ConnectionCounter:
 
 # -- Podman only ------------------------------------------------------------------------------
 
-def test_podman_pushed_tag_is_platform_unchanged(podman: Podman, registry: Registry,
-                                                 exporter_factory) -> None:
-    """Podman keeps the digest of the manifest it built, not of the one it pushed: the
-    registry's digest is not among the RepoDigests, but its manifest has this image's config.
-    """
-    ref = f"{registry.address}/hygiene/podman-pushed:1"
-    image_id = push_version(podman, ref, "pushed, never pulled")
-    served = httpx.head(f"http://{registry.address}/v2/hygiene/podman-pushed/manifests/1",
-                        headers={"Accept": OCI_MANIFEST}).headers["docker-content-digest"]
-    assert served not in podman.cli("image", "inspect", "-f", "{{.RepoDigests}}", ref)
+def test_podman_built_pushed_then_pulled(podman: Podman, registry: Registry,
+                                         exporter_factory) -> None:
+    """Podman gives an image built under a registry's name a RepoDigest of the manifest it
+    made itself, and keeps it when it pushes: built, the tag is asked of the registry
+    (not_found there yet); pushed, the registry's digest is not among the RepoDigests but
+    its manifest has this image's config (platform_unchanged); pulled, current."""
+    ref = f"{registry.address}/hygiene/podman-built:1"
+    podman.build(ref, "FROM hygiene-base:1\nCOPY v /v\n", {"v": "built here"})
     exp = exporter_factory("--docker.host", podman.host, *FAST, "--upstream.include",
                            f"^{re.escape(ref)}$")
+    exp.wait_metrics(lambda m: status(m, ref) == "unknown:not_found", what="not_found")
+    podman.push(ref)
+    served = httpx.head(f"http://{registry.address}/v2/hygiene/podman-built/manifests/1",
+                        headers={"Accept": OCI_MANIFEST}).headers["docker-content-digest"]
+    assert served not in podman.cli("image", "inspect", "-f", "{{.RepoDigests}}", ref)
     m = exp.wait_metrics(lambda m: status(m, ref) == "platform_unchanged",
                          what="platform_unchanged")
     assert m.get("docker_image_upstream_drift", image=ref) == 0
-    assert image_id.startswith("sha256:")
     podman.pull(ref)  # now the registry's digest is recorded
     exp.wait_metrics(lambda m: status(m, ref) == "current", what="current once pulled")
 
