@@ -253,14 +253,17 @@ def test_second_refresh_inspects_nothing_new(engine: Dockerd | Podman, exporter_
                                              tmp_path: Path) -> None:
     proxy = EngineProxy(engine.socket, tmp_path / "proxy.sock").start()
     try:
-        exporter_factory("--docker.host", proxy.host, "--collector.engine.interval", "1s",
-                         "--collector.disk.interval", "1h", "--events.enabled", "false")
+        exp = exporter_factory("--docker.host", proxy.host, "--collector.engine.interval",
+                               "1s", "--collector.disk.interval", "1h",
+                               "--events.enabled", "false")
         wait_for(lambda: proxy.counts["GET /images/json"] >= 2, 10, "a second refresh")
         inspects = proxy.counts["GET /images/{id}/json"]
         wait_for(lambda: proxy.counts["GET /images/json"] >= 4, 10, "two more refreshes")
         assert proxy.counts["GET /images/{id}/json"] == inspects
-        # Docker: one inspect per image, for LastTagTime; Podman never sets it: none.
+        # Docker: one inspect per image, for LastTagTime; Podman never sets it: none, and
+        # the log says so once.
         assert inspects >= 1 if engine.name == "dockerd" else inspects == 0
+        assert exp.log().count("the engine is Podman") == (engine.name == "podman")
         assert all(k.startswith("GET ") for k in proxy.counts), proxy.counts
     finally:
         proxy.stop()

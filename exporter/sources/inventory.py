@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,6 +14,8 @@ from exporter import reference
 from exporter.snapshots import Container, EngineSnapshot, Image
 from exporter.sources.engine import Engine, podman_local
 from exporter.timestamps import parse_timestamp
+
+log = logging.getLogger(__name__)
 
 VERSION_LABEL = "docker-hygiene.versions."
 
@@ -126,11 +129,17 @@ class EngineReader:
         self.engine = engine
         self._tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]], float | None] = {}
         self._config_image: dict[str, str] = {}
+        self._said_podman = False
 
     def read(self) -> EngineSnapshot:
         images = self.engine.images()
         containers = self.engine.containers()
         podman = self.engine.podman
+        if podman and not self._said_podman:
+            self._said_podman = True
+            log.info("the engine is Podman: disk figures are podman system df's, there is no "
+                     "build cache and no LastTagTime (those series are absent), localhost/ "
+                     "images are local builds, and run/create also count as pulls")
 
         tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]], float | None] = {}
         for img in images:
