@@ -107,8 +107,21 @@ def _setting(key: str, parse: Callable[[Any], Any], default: Any, help: str,
     return field(default=default, metadata=meta, repr=show is not v.mask)
 
 
-def _default_docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+# With no $DOCKER_HOST, the first of these that exists: Docker's socket, rootful Podman's,
+# then the user's own (rootless) Podman's; {runtime} is $XDG_RUNTIME_DIR.
+ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock",
+                  "{runtime}/podman/podman.sock")
+
+
+def _default_docker_host(environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    if environ.get("DOCKER_HOST"):
+        return environ["DOCKER_HOST"]
+    runtime = environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    for path in ENGINE_SOCKETS:
+        if os.path.exists(path.format(runtime=runtime)):
+            return "unix://" + path.format(runtime=runtime)
+    return DEFAULT_DOCKER_HOST
 
 
 _DURATION = ("DURATION", format_duration)
@@ -132,8 +145,10 @@ class Config:
     # docker
     docker_host: str = _setting(
         "docker.host", v.docker_host, None,
-        "Docker Engine endpoint (default: $DOCKER_HOST, else "
-        f"{DEFAULT_DOCKER_HOST}). TLS follows DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.", "URL",
+        "Docker Engine or Podman endpoint (default: $DOCKER_HOST, else the first socket "
+        "that exists of /var/run/docker.sock, /run/podman/podman.sock and "
+        "$XDG_RUNTIME_DIR/podman/podman.sock). TLS follows DOCKER_TLS_VERIFY and "
+        "DOCKER_CERT_PATH.", "URL",
         factory=_default_docker_host)
     docker_timeout: float = _setting(
         "docker.timeout", v.duration(), 30.0,
@@ -446,7 +461,7 @@ def load(
             errors.append(ConfigError(key, f"give {given[attr]} or {key}, not both", origin))
         if value or attr not in attrs:
             attrs[attr], given[attr] = value, key
-    attrs.setdefault("docker_host", DEFAULT_DOCKER_HOST)
+    attrs.setdefault("docker_host", _default_docker_host(environ))
     if attrs.get("upstream_mode") == "central" and not (
             attrs.get("upstream_prometheus_url") or attrs.get("upstream_references")):
         errors.append(ConfigError("upstream.prometheus_url", "central mode needs a Prometheus "

@@ -98,12 +98,14 @@ class DiskSnapshot:
     images: KindUsage
     containers: KindUsage
     volumes: KindUsage
-    build_cache: KindUsage
+    build_cache: KindUsage | None  # None: the engine has no such thing (Podman)
     # Each volume, where the engine lists them (API 1.52+ only with verbose, so maybe empty).
     volume_items: tuple[Volume, ...] = ()
 
     def by_kind(self) -> dict[str, KindUsage]:
-        return {kind: getattr(self, kind) for kind in DISK_KINDS}
+        """The kinds the engine has."""
+        return {kind: getattr(self, kind) for kind in DISK_KINDS
+                if getattr(self, kind) is not None}
 
 
 UPSTREAM_STATUSES = ("current", "drifted", "platform_unchanged", "unknown")

@@ -1,4 +1,5 @@
-"""Session fixtures: one private dockerd (with a base image) and one registry for the suite."""
+"""Session fixtures: one private dockerd and one Podman service (each with a base image), and
+one registry for the suite. ``engine`` runs a test once per engine."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import Dockerd, ExporterProcess, Registry
+from tests.services import Dockerd, ExporterProcess, Podman, Registry
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +20,26 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
         yield daemon
     finally:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Iterator[Podman]:
+    """Podman as an administrator sets it up: the suite's registry is in registries.conf."""
+    service = Podman(Path(tmp_path_factory.mktemp("podman", numbered=True)),
+                     insecure_registries=(registry.address,))
+    service.start()
+    try:
+        service.make_base_image("hygiene-base:1")
+        yield service
+    finally:
+        service.close()
+
+
+@pytest.fixture(scope="module", params=["dockerd", "podman"])
+def engine(request: pytest.FixtureRequest) -> Dockerd | Podman:
+    """The suite's dockerd, then its Podman service: tests that hold for both engines.
+    Both have the interface of tests.services.Dockerd's engine section."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -327,10 +327,11 @@ def put_index(address: str, repository: str, tag: str,
     manifests = []
     for source_tag, arch in entries:
         r = httpx.get(f"http://{address}/v2/{repository}/manifests/{source_tag}", headers={
-            "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+            "Accept": f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"})
         r.raise_for_status()
         manifests.append({
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            # Docker pushes Docker manifests; Podman pushes OCI ones.
+            "mediaType": r.headers.get("content-type", DOCKER_MANIFEST),
             "size": len(r.content),
             "digest": "sha256:" + hashlib.sha256(r.content).hexdigest(),
             "platform": {"architecture": arch, "os": "linux"},

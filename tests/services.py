@@ -1,4 +1,5 @@
-"""Real services for the tests: a private dockerd, a Distribution registry, the exporter.
+"""Real services for the tests: a private dockerd or Podman, a Distribution registry, the
+exporter.
 
 Each one is started here and stopped by its fixture. A service that cannot start fails the
 test loudly; nothing is skipped.
@@ -72,6 +73,27 @@ class Dockerd:
     root: Path
     proc: subprocess.Popen | None = None
     args: tuple[str, ...] = ()  # more dockerd flags, e.g. --registry-mirror
+
+    # The engine interface the tests share with Podman: name, host, cli, RUN, local(),
+    # image_id(), make_base_image(), build(), push(), pull(), stop() and close().
+    name = "dockerd"
+    RUN = ("--network", "none")  # options every run and create needs here
+
+    def local(self, tag: str) -> str:
+        """The name this engine gives an image built or imported as ``tag``."""
+        return tag
+
+    def image_id(self, ref: str) -> str:
+        return self.cli("image", "inspect", "-f", "{{.Id}}", ref).strip()
+
+    def push(self, ref: str) -> None:
+        self.cli("push", ref)
+
+    def pull(self, ref: str) -> None:
+        self.cli("pull", ref)
+
+    def close(self) -> None:
+        self.stop()
 
     @property
     def socket(self) -> Path:
@@ -160,27 +182,163 @@ class Dockerd:
 
     def make_base_image(self, tag: str) -> str:
         """Import a one-binary image (busybox-static); returns its image ID."""
-        busybox = "/bin/busybox"
-        if not os.path.exists(busybox):
-            raise RuntimeError("busybox-static is not installed: run .ci/run")
-        tree = self.root / "busybox-rootfs"
-        (tree / "bin").mkdir(parents=True, exist_ok=True)
-        shutil.copy(busybox, tree / "bin" / "busybox")
-        with contextlib.suppress(FileExistsError):
-            (tree / "bin" / "sh").symlink_to("busybox")
-        tarball = self.root / "busybox.tar"
-        subprocess.run(["tar", "-C", str(tree), "-cf", str(tarball), "."], check=True)
-        return self.cli("import", str(tarball), tag).strip()
+        return self.cli("import", str(_busybox_tarball(self.root)), tag).strip()
 
     def build(self, tag: str, dockerfile: str, files: dict[str, str] | None = None) -> str:
         """docker build (BuildKit, no network) of a Dockerfile; returns the image ID."""
-        ctx = self.root / "build" / f"{tag.replace('/', '_').replace(':', '_')}-{time.time_ns()}"
-        ctx.mkdir(parents=True)
-        (ctx / "Dockerfile").write_text(dockerfile)
-        for name, content in (files or {}).items():
-            (ctx / name).write_text(content)
+        ctx = _build_context(self.root, tag, dockerfile, files)
         self.cli("build", "--network", "none", "-t", tag, str(ctx))
         return self.cli("image", "inspect", "--format", "{{.Id}}", tag).strip()
+
+
+@dataclass
+class Podman:
+    """A private Podman service (``podman system service``) and its CLI, sharing one storage.
+
+    The service and every CLI call get the same global options and environment: storage
+    root, run root, state directory (its events log is what the service's /events streams),
+    file locks under that directory (not the machine's shared memory segment), and
+    registries.conf, which marks ``insecure_registries`` as plain HTTP, as an administrator
+    would. Podman still writes its blob-info cache to /var/lib/containers/cache (a fixed
+    path for root).
+    """
+
+    root: Path
+    insecure_registries: tuple[str, ...] = ()
+    proc: subprocess.Popen | None = None
+
+    name = "podman"
+    RUN = ("--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "podman.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def _options(self) -> list[str]:
+        return ["--root", str(self.root / "storage"), "--runroot", str(self.root / "run"),
+                "--storage-driver", "overlay", "--tmpdir", str(self.root / "state"),
+                "--network-config-dir", str(self.root / "networks"),
+                "--events-backend", "file", "--cgroup-manager", "cgroupfs"]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "TMPDIR": str(self.root / "tmp"),
+                "CONTAINERS_CONF": str(self.root / "containers.conf"),
+                "CONTAINERS_REGISTRIES_CONF": str(self.root / "registries.conf"),
+                "REGISTRY_AUTH_FILE": str(self.root / "auth.json")}
+
+    def start(self, timeout: float = 30.0) -> Podman:
+        podman = need("podman")
+        for sub in ("tmp", "networks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        (self.root / "containers.conf").write_text('[engine]\nlock_type = "file"\n')
+        (self.root / "registries.conf").write_text("".join(
+            f'[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in
+            self.insecure_registries))
+        if not (self.root / "auth.json").exists():
+            (self.root / "auth.json").write_text("{}")
+        log = open(self.root / "podman.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [podman, *self._options(), "system", "service", "--time=0", self.host],
+            stdout=log, stderr=log, start_new_session=True, env=self._env())
+        transport = httpx.HTTPTransport(uds=str(self.socket))
+        with httpx.Client(transport=transport, base_url="http://podman") as client:
+            def ping() -> bool:
+                if self.proc.poll() is not None:
+                    tail = (self.root / "podman.log").read_text()[-2000:]
+                    raise RuntimeError(f"podman system service exited: {tail}")
+                return client.get("/_ping", timeout=1).text == "OK"
+            try:
+                wait_for(ping, timeout, "podman system service to answer /_ping")
+            except (TimeoutError, RuntimeError) as exc:
+                self.stop()
+                raise RuntimeError(f"podman system service did not start: {exc}") from None
+        return self
+
+    def stop(self) -> None:
+        """Stop the service; containers, images and storage stay, as with a daemon restart."""
+        if self.proc is not None:
+            _stop(self.proc, 30)
+            self.proc = None
+
+    def close(self) -> None:
+        """Stop the service, remove every container (each has its own conmon, which outlives
+        the service), image and volume, and unmount what is left under the root."""
+        self.stop()
+        self.cli("rm", "-a", "-f", "-t", "0", check=False)
+        self.cli("system", "reset", "-f", check=False)
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        for target in sorted((m for m in mounts if m.startswith(str(self.root) + "/")),
+                             key=len, reverse=True):
+            subprocess.run(["umount", "-l", target], capture_output=True)
+
+    def cli(self, *args: str, input: bytes | None = None, check: bool = True,
+            cwd: str | Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> str:
+        """Run podman on the service's storage (not through its socket)."""
+        proc = subprocess.run([need("podman"), *self._options(), *args], input=input,
+                              capture_output=True, env={**self._env(), **(env or {})},
+                              cwd=cwd, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"podman {' '.join(args)} failed: {proc.stderr.decode()}")
+        return proc.stdout.decode()
+
+    def local(self, tag: str) -> str:
+        """Podman names what it builds or imports ``localhost/...``."""
+        return f"localhost/{tag}"
+
+    def image_id(self, ref: str) -> str:
+        """The image ID as the API gives it (the CLI prints it without ``sha256:``)."""
+        return "sha256:" + self.cli("image", "inspect", "-f", "{{.Id}}", ref).strip()
+
+    def arch(self) -> str:
+        return self.cli("info", "-f", "{{.Host.Arch}}").strip()
+
+    def make_base_image(self, tag: str) -> str:
+        """Import a one-binary image (busybox-static); returns its image ID."""
+        tarball = _busybox_tarball(self.root)
+        self.cli("import", str(tarball), tag)
+        return self.image_id(tag)
+
+    def build(self, tag: str, dockerfile: str, files: dict[str, str] | None = None) -> str:
+        """podman build (no network) of a Dockerfile; returns the image ID."""
+        ctx = _build_context(self.root, tag, dockerfile, files)
+        self.cli("build", *self.RUN, "-t", tag, str(ctx))  # RUN steps need the ulimits too
+        return self.image_id(tag)
+
+    def push(self, ref: str) -> None:
+        # Test registries are plain HTTP; registries.conf may not list them all.
+        self.cli("push", "--tls-verify=false", ref)
+
+    def pull(self, ref: str) -> None:
+        self.cli("pull", "--tls-verify=false", ref)
+
+
+def _busybox_tarball(root: Path) -> Path:
+    """A root file system with busybox-static as /bin/busybox and /bin/sh, as a tarball."""
+    busybox = "/bin/busybox"
+    if not os.path.exists(busybox):
+        raise RuntimeError("busybox-static is not installed: run .ci/run")
+    tree = root / "busybox-rootfs"
+    (tree / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy(busybox, tree / "bin" / "busybox")
+    with contextlib.suppress(FileExistsError):
+        (tree / "bin" / "sh").symlink_to("busybox")
+    tarball = root / "busybox.tar"
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(tarball), "."], check=True)
+    return tarball
+
+
+def _build_context(root: Path, tag: str, dockerfile: str, files: dict[str, str] | None) -> Path:
+    ctx = root / "build" / f"{tag.replace('/', '_').replace(':', '_')}-{time.time_ns()}"
+    ctx.mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    for name, content in (files or {}).items():
+        (ctx / name).write_text(content)
+    return ctx
 
 
 @dataclass

@@ -39,6 +39,26 @@ def test_defaults_work_with_no_configuration() -> None:
     assert cfg.listen() == ("", 10221)
 
 
+def test_default_host_is_the_first_engine_socket_that_exists(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    docker, rootful = tmp_path / "docker.sock", tmp_path / "podman-root.sock"
+    runtime = tmp_path / "user-runtime"
+    monkeypatch.setattr(config, "ENGINE_SOCKETS", (
+        str(docker), str(rootful), "{runtime}/podman/podman.sock"))
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    assert build({}, environ=env).docker_host == "unix:///var/run/docker.sock"  # none exists
+    (runtime / "podman").mkdir(parents=True)
+    (runtime / "podman" / "podman.sock").touch()
+    assert build({}, environ=env).docker_host == f"unix://{runtime}/podman/podman.sock"
+    rootful.touch()
+    assert build({}, environ=env).docker_host == f"unix://{rootful}"
+    docker.touch()
+    assert build({}, environ=env).docker_host == f"unix://{docker}"
+    assert build({}, environ={**env, "DOCKER_HOST": "tcp://h:2375"}).docker_host == \
+        "tcp://h:2375"
+    assert build({"docker.host": "unix:///x.sock"}, environ=env).docker_host == "unix:///x.sock"
+
+
 def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
     f = tmp_path / "c.yml"
     f.write_text("web:\n  telemetry_path: /file\n  listen_address: 127.0.0.1:1\n"

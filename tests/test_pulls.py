@@ -27,7 +27,7 @@ from exporter.sources.loop import Source
 from exporter.sources.webhook import DistributionWebhook
 from exporter.timestamps import parse_timestamp
 from tests.registries import access_log, put_index
-from tests.services import Dockerd, ExporterProcess, Registry, wait_for
+from tests.services import Dockerd, ExporterProcess, Podman, Registry, wait_for
 from tests.standins import DockerHub, Harbor, hub_tag
 from tests.test_upstream import push_version
 
@@ -39,18 +39,21 @@ def pulls(exp: ExporterProcess, repository: str) -> float:
     return exp.scrape().get("docker_image_pulls_total", repository=repository) or 0
 
 
-def test_host_pulls_survive_a_daemon_restart(dockerd: Dockerd, registry: Registry,
+def test_host_pulls_survive_a_daemon_restart(engine: Dockerd | Podman, registry: Registry,
                                              exporter_factory, tmp_path_factory) -> None:
-    ref = f"{registry.address}/hygiene/pulled:1"
-    push_version(dockerd, ref, "pulled")
+    ref = f"{registry.address}/hygiene/pulled-{engine.name}:1"
+    push_version(engine, ref, "pulled")
     repo = ref.rsplit(":", 1)[0]
-    host = Dockerd(Path(tmp_path_factory.mktemp("pulls-dockerd", numbered=True))).start()
+    root = Path(tmp_path_factory.mktemp(f"pulls-{engine.name}", numbered=True))
+    # A private engine of the same kind, to restart under the exporter.
+    host = Dockerd(root) if engine.name == "dockerd" else Podman(root, (registry.address,))
+    host.start()
     try:
         exp = exporter_factory("--docker.host", host.host, *OFF)
         wait_for(lambda: exp.scrape().get("docker_exporter_collector_success",
                                           collector="events") == 1, 10, "events connected")
         for n in range(1, 4):
-            host.cli("pull", ref)
+            host.pull(ref)
             if n < 3:
                 host.cli("rmi", ref)
             wait_for(lambda n=n: pulls(exp, repo) == n, 10, f"{n} pulls counted")
@@ -66,7 +69,7 @@ def test_host_pulls_survive_a_daemon_restart(dockerd: Dockerd, registry: Registr
         # The reconnect asked for events since the last one counted: nothing counted twice.
         time.sleep(1)
         assert pulls(exp, repo) == 3
-        host.cli("pull", ref)  # already present: still a pull attempt, and an event
+        host.pull(ref)  # already present: still a pull attempt, and an event
         wait_for(lambda: pulls(exp, repo) == 4, 10, "the pull after the restart")
         time.sleep(1)
         assert pulls(exp, repo) == 4
@@ -74,7 +77,34 @@ def test_host_pulls_survive_a_daemon_restart(dockerd: Dockerd, registry: Registr
         assert log.count("event stream disconnected") == 1, log
         assert log.count("event stream connected again") == 1, log
     finally:
-        host.stop()
+        host.close()
+
+
+def test_podman_pull_events_also_count_runs_and_failed_pulls(podman: Podman, registry: Registry,
+                                                             exporter_factory) -> None:
+    """What the docs say of Podman: its pull event also comes with every CLI run or create,
+    of an image that is already here too (named as typed), and with a failed pull through the
+    Docker-compatible API. Nothing in the event tells these from real pulls."""
+    exp = exporter_factory("--docker.host", podman.host, *OFF)
+    wait_for(lambda: exp.scrape().get("docker_exporter_collector_success",
+                                      collector="events") == 1, 10, "events connected")
+    podman.cli("run", "--rm", *podman.RUN, "hygiene-base:1", "/bin/busybox", "true")
+    wait_for(lambda: pulls(exp, "hygiene-base") == 1, 10, "a run counted as a pull")
+
+    missing = f"{registry.address}/hygiene/never-pushed"
+    transport = httpx.HTTPTransport(uds=str(podman.socket))
+    with httpx.Client(transport=transport, base_url="http://podman", timeout=30) as api:
+        r = api.post("/v1.41/images/create", params={"fromImage": missing, "tag": "1"})
+        assert "manifest unknown" in r.text
+        # Creating a container through the API sends no pull event.
+        r = api.post("/v1.41/containers/create", params={"name": "hygiene-api-created"},
+                     json={"Image": podman.local("hygiene-base:1"), "Cmd": ["/bin/busybox"]})
+        assert r.status_code == 201, r.text
+    wait_for(lambda: pulls(exp, missing) == 1, 10, "a failed pull counted")
+    time.sleep(1)
+    assert pulls(exp, "localhost/hygiene-base") == 0
+    assert pulls(exp, "hygiene-base") == 1
+    podman.cli("rm", "hygiene-api-created")
 
 
 # -- Distribution notifications ------------------------------------------------------------

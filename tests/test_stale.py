@@ -5,24 +5,24 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.services import Dockerd, Registry
+from tests.services import Dockerd, Podman, Registry
 
 
-def _push_version(d: Dockerd, ref: str, content: str) -> str:
-    d.build(ref, "FROM hygiene-base:1\nCOPY v /v\n", {"v": content})
-    d.cli("push", ref)
-    return d.cli("image", "inspect", "-f", "{{.Id}}", ref).strip()
+def _push_version(d: Dockerd | Podman, ref: str, content: str) -> str:
+    image_id = d.build(ref, "FROM hygiene-base:1\nCOPY v /v\n", {"v": content})
+    d.push(ref)
+    return image_id
 
 
-def test_repulled_tag_makes_container_stale(dockerd: Dockerd, registry: Registry,
+def test_repulled_tag_makes_container_stale(engine: Dockerd | Podman, registry: Registry,
                                             exporter_factory) -> None:
-    d = dockerd
-    ref = f"{registry.address}/hygiene/stale:latest"
+    d = engine
+    ref = f"{registry.address}/hygiene/stale-{d.name}:latest"
     old_id = _push_version(d, ref, "version one")
     d.cli("rmi", ref)
-    d.cli("pull", ref)
-    assert d.cli("image", "inspect", "-f", "{{.Id}}", ref).strip() == old_id
-    run = ("--network", "none")
+    d.pull(ref)
+    assert d.image_id(ref) == old_id
+    run = d.RUN
     d.cli("run", "-d", "--name", "hygiene-old-app", *run, ref, "/bin/busybox", "sleep", "3600")
     d.cli("run", "-d", "--name", "hygiene-other", *run, "hygiene-base:1",
           "/bin/busybox", "sleep", "3600")
@@ -35,8 +35,8 @@ def test_repulled_tag_makes_container_stale(dockerd: Dockerd, registry: Registry
     _push_version(d, ref, "version two")
     d.cli("rmi", ref)
     d.cli("tag", old_id, f"{ref}-keep")  # keep the old ID tagged by something else
-    d.cli("pull", ref)
-    new_id = d.cli("image", "inspect", "-f", "{{.Id}}", ref).strip()
+    d.pull(ref)
+    new_id = d.image_id(ref)
     assert new_id != old_id
 
     metrics = exp.wait_metrics(lambda m: m.get("docker_container_image_stale",

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.registries import (
+    OCI_MANIFEST,
     FaultProxy,
     TokenServer,
     access_log,
@@ -20,7 +25,7 @@ from tests.registries import (
     start_htpasswd_registry,
     start_token_registry,
 )
-from tests.services import Dockerd, Metrics, Registry
+from tests.services import Dockerd, Metrics, Podman, Registry
 
 USER, PASSWORD = "hygiene", "s3cret-pass"
 # The referrers tag schema's tag for a digest (OCI 1.1, on registries without the API).
@@ -39,15 +44,15 @@ def status(m: Metrics, image: str) -> str | None:
     return found[0][0] + (f":{found[0][1]}" if found[0][1] else "")
 
 
-def push_version(d: Dockerd, ref: str, content: str) -> str:
+def push_version(d: Dockerd | Podman, ref: str, content: str) -> str:
     image_id = d.build(ref, "FROM hygiene-base:1\nCOPY v /v\n", {"v": content})
-    d.cli("push", ref)
+    d.push(ref)
     return image_id
 
 
-def publish_elsewhere(d: Dockerd, ref: str, content: str) -> str:
+def publish_elsewhere(d: Dockerd | Podman, ref: str, content: str) -> str:
     """Push new content under ``ref`` as another machine would: this host keeps its image."""
-    old_id = d.cli("image", "inspect", "-f", "{{.Id}}", ref).strip()
+    old_id = d.image_id(ref)
     new_id = push_version(d, ref, content)
     d.cli("tag", old_id, ref)
     return new_id
@@ -84,7 +89,7 @@ def token_registry(tmp_path_factory, dockerd: Dockerd,
     reg.stop()
 
 
-@pytest.fixture(params=["anonymous", "htpasswd", "bearer"])
+@pytest.fixture
 def setup(request, registry: Registry, tmp_path: Path, dockerd: Dockerd) -> Setup:
     if request.param == "anonymous":
         return Setup("anonymous", registry, ("--docker.config", str(tmp_path / "none.json")))
@@ -103,15 +108,21 @@ def setup(request, registry: Registry, tmp_path: Path, dockerd: Dockerd) -> Setu
                                  str(dockerd.root / "client-config" / "config.json")))
 
 
-def test_drift_lifecycle(setup: Setup, dockerd: Dockerd, exporter_factory, tmp_path: Path):
-    d = dockerd
-    ref = f"{setup.registry.address}/hygiene/lifecycle-{setup.name}:1"
+# Credentials are the exporter's own business, whatever the engine: Podman runs the anonymous
+# set-up only. Its registry is in Podman's registries.conf, so the exporter learns from /info
+# that it is plain HTTP (no upstream.insecure_registries given).
+@pytest.mark.parametrize(("engine", "setup"), [
+    ("dockerd", "anonymous"), ("dockerd", "htpasswd"), ("dockerd", "bearer"),
+    ("podman", "anonymous")], indirect=True)
+def test_drift_lifecycle(setup: Setup, engine: Dockerd | Podman, exporter_factory,
+                         tmp_path: Path):
+    d = engine
+    ref = f"{setup.registry.address}/hygiene/lifecycle-{setup.name}-{d.name}:1"
     push_version(d, ref, f"{setup.name} one")
     d.cli("rmi", ref)
-    d.cli("pull", ref)
+    d.pull(ref)
     container = f"hygiene-lifecycle-{setup.name}"
-    d.cli("run", "-d", "--name", container, "--network", "none", ref,
-          "/bin/busybox", "sleep", "3600")
+    d.cli("run", "-d", "--name", container, *d.RUN, ref, "/bin/busybox", "sleep", "3600")
     state = str(tmp_path / "state.db")
     args = ("--docker.host", d.host, *FAST, *setup.args, "--state.path", state,
             "--upstream.include", f"^{setup.registry.address}/hygiene/lifecycle")
@@ -122,6 +133,10 @@ def test_drift_lifecycle(setup: Setup, dockerd: Dockerd, exporter_factory, tmp_p
     assert m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref) is None
     checked = m.get("docker_image_upstream_last_check_timestamp_seconds", image=ref)
     assert checked == pytest.approx(time.time(), abs=30)
+    # Looked for a signature (none), and compared with the registry's other versions (none).
+    m = exp.wait_metrics(lambda m: m.get("docker_image_versions_behind", image=ref) == 0,
+                         what="versions read")
+    assert m.get("docker_image_upstream_signed", image=ref) == 0
 
     publish_elsewhere(d, ref, f"{setup.name} two")
     m = exp.wait_metrics(lambda m: status(m, ref) == "drifted", what=f"{ref} drifted")
@@ -138,20 +153,22 @@ def test_drift_lifecycle(setup: Setup, dockerd: Dockerd, exporter_factory, tmp_p
 
     # Pulled again: the tag is current, drift-since gone; the container still runs the old
     # pull, so it is both stale and drifted until it is recreated.
-    d.cli("pull", ref)
+    d.pull(ref)
     m = exp.wait_metrics(lambda m: status(m, ref) == "current", what="current after pull")
     assert m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref) is None
     assert m.get("docker_image_upstream_drift", image=ref) == 0
     assert m.get("docker_container_upstream_drift", container=container, image=ref) == 1
     assert m.get("docker_container_image_stale", container=container, image=ref) == 1
     d.cli("rm", "-f", container)
-    d.cli("run", "-d", "--name", container, "--network", "none", ref,
-          "/bin/busybox", "sleep", "3600")
+    d.cli("run", "-d", "--name", container, *d.RUN, ref, "/bin/busybox", "sleep", "3600")
     exp.wait_metrics(lambda m: m.get("docker_container_upstream_drift", container=container,
                                      image=ref) == 0, what="recreated container current")
     d.cli("rm", "-f", container)
 
 
+# Docker only: Podman does not record the digest of a push, so a tag pushed from this host
+# and never pulled is platform_unchanged there, after one manifest GET (see
+# test_podman_built_pushed_then_pulled).
 def test_one_head_per_tag_and_no_gets_when_nothing_changed(
         registry: Registry, dockerd: Dockerd, exporter_factory, tmp_path: Path) -> None:
     d = dockerd
@@ -289,15 +306,17 @@ def test_wrong_credentials_are_auth_failed(htpasswd_registry: Registry, dockerd:
     assert "not-the-password" not in exp.scrape_text()
 
 
-def test_multi_arch_other_platform_rebuilt_is_not_drift(registry: Registry, dockerd: Dockerd,
+def test_multi_arch_other_platform_rebuilt_is_not_drift(registry: Registry,
+                                                        engine: Dockerd | Podman,
                                                         exporter_factory) -> None:
-    d = dockerd
-    repo = f"{registry.address}/hygiene/multi"
+    # Podman keeps both the index's and this platform's manifest digest as RepoDigests.
+    d = engine
+    repo = f"{registry.address}/hygiene/multi-{d.name}"
     push_version(d, f"{repo}:amd64-1", "amd64 one")
     push_version(d, f"{repo}:arm64-1", "arm64 one")
-    put_index(registry.address, "hygiene/multi", "latest", [("amd64-1", "amd64"),
-                                                            ("arm64-1", "arm64")])
-    d.cli("pull", f"{repo}:latest")
+    path = repo.split("/", 1)[1]
+    put_index(registry.address, path, "latest", [("amd64-1", "amd64"), ("arm64-1", "arm64")])
+    d.pull(f"{repo}:latest")
     ref = f"{repo}:latest"
     exp = exporter_factory("--docker.host", d.host, *FAST,
                            "--upstream.include", f"^{repo}:latest$")
@@ -305,8 +324,7 @@ def test_multi_arch_other_platform_rebuilt_is_not_drift(registry: Registry, dock
 
     # The arm64 entry is rebuilt: the index digest changes, this host's entry does not.
     push_version(d, f"{repo}:arm64-2", "arm64 two")
-    put_index(registry.address, "hygiene/multi", "latest", [("amd64-1", "amd64"),
-                                                            ("arm64-2", "arm64")])
+    put_index(registry.address, path, "latest", [("amd64-1", "amd64"), ("arm64-2", "arm64")])
     m = exp.wait_metrics(lambda m: status(m, ref) == "platform_unchanged",
                          what="platform_unchanged")
     assert m.get("docker_image_upstream_drift", image=ref) == 0
@@ -314,8 +332,7 @@ def test_multi_arch_other_platform_rebuilt_is_not_drift(registry: Registry, dock
 
     # Now this host's entry changes: drift.
     push_version(d, f"{repo}:amd64-2", "amd64 two")
-    put_index(registry.address, "hygiene/multi", "latest", [("amd64-2", "amd64"),
-                                                            ("arm64-2", "arm64")])
+    put_index(registry.address, path, "latest", [("amd64-2", "amd64"), ("arm64-2", "arm64")])
     m = exp.wait_metrics(lambda m: status(m, ref) == "drifted", what="drifted")
     assert m.get("docker_image_upstream_drift", image=ref) == 1
 
@@ -341,13 +358,117 @@ def test_filters_and_opt_out_label(registry: Registry, dockerd: Dockerd,
     d.cli("rm", "hygiene-opted")
 
 
-def test_local_builds_are_no_repo_digest(dockerd: Dockerd, exporter_factory) -> None:
-    exp = exporter_factory("--docker.host", dockerd.host, *FAST, "--upstream.include",
-                           "^hygiene-base:1$")
-    m = exp.wait_metrics(lambda m: status(m, "hygiene-base:1") is not None)
-    assert status(m, "hygiene-base:1") == "unknown:no_repo_digest"
-    assert m.get("docker_image_upstream_drift", image="hygiene-base:1") is None
-    assert not [k for k in m.samples if k[0] == "docker_registry_requests_total"]
+def test_local_builds_are_no_repo_digest(engine: Dockerd | Podman, exporter_factory) -> None:
+    base = engine.local("hygiene-base:1")
+    if engine.name == "podman":
+        # Podman gives localhost/ names a RepoDigest all the same, of a manifest it made.
+        assert "localhost/hygiene-base@sha256:" in engine.cli(
+            "image", "inspect", "-f", "{{.RepoDigests}}", base)
+    # Were localhost/hygiene-base asked of a registry, the registry would be "localhost":
+    # HTTPS on port 443, where this listener counts every connection.
+    with ConnectionCounter(443) as connections:
+        exp = exporter_factory("--docker.host", engine.host, *FAST, "--upstream.include",
+                               f"^{re.escape(base)}$")
+        m = exp.wait_metrics(lambda m: status(m, base) is not None)
+        assert status(m, base) == "unknown:no_repo_digest"
+        assert m.get("docker_image_upstream_drift", image=base) is None
+        assert m.get("docker_image_info", image=base, digest="") == 1
+        # More cycles of drift and versions (the tag "1" is a version): still nothing asked.
+        later = time.time() + 2.5
+        exp.wait_metrics(lambda m: all(
+            (m.get("docker_exporter_collector_last_success_timestamp_seconds",
+                   collector=c) or 0) > later for c in ("upstream", "versions")),
+            what="more drift and versions cycles")
+        m = exp.scrape()
+        assert not [k for k in m.samples if k[0] == "docker_registry_requests_total"]
+        assert not m.select("docker_image_versions_behind", image=base)
+        assert connections.count == 0
+        assert "hygiene-base" not in exp.log()  # no warning about it either
+
+
+class ConnectionCounter:
+    """Counts TCP connections to a loopback port (IPv4 and IPv6), closing each at once."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.count = 0
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> ConnectionCounter:
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            s = socket.socket(family)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((address, self.port))  # fails loudly if the port is taken
+            s.listen()
+            self._sockets.append(s)
+            thread = threading.Thread(target=self._accept, args=(s,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _accept(self, s: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = s.accept()
+            except OSError:
+                return
+            self.count += 1
+            conn.close()
+
+    def __exit__(self, *exc: object) -> None:
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+# -- Podman only ------------------------------------------------------------------------------
+
+def test_podman_built_pushed_then_pulled(podman: Podman, registry: Registry,
+                                         exporter_factory) -> None:
+    """Podman gives an image built under a registry's name a RepoDigest of the manifest it
+    made itself, and keeps it when it pushes: built, the tag is asked of the registry
+    (not_found there yet); pushed, the registry's digest is not among the RepoDigests but
+    its manifest has this image's config (platform_unchanged); pulled, current."""
+    ref = f"{registry.address}/hygiene/podman-built:1"
+    podman.build(ref, "FROM hygiene-base:1\nCOPY v /v\n", {"v": "built here"})
+    exp = exporter_factory("--docker.host", podman.host, *FAST, "--upstream.include",
+                           f"^{re.escape(ref)}$")
+    exp.wait_metrics(lambda m: status(m, ref) == "unknown:not_found", what="not_found")
+    podman.push(ref)
+    served = httpx.head(f"http://{registry.address}/v2/hygiene/podman-built/manifests/1",
+                        headers={"Accept": OCI_MANIFEST}).headers["docker-content-digest"]
+    assert served not in podman.cli("image", "inspect", "-f", "{{.RepoDigests}}", ref)
+    m = exp.wait_metrics(lambda m: status(m, ref) == "platform_unchanged",
+                         what="platform_unchanged")
+    assert m.get("docker_image_upstream_drift", image=ref) == 0
+    podman.pull(ref)  # now the registry's digest is recorded
+    exp.wait_metrics(lambda m: status(m, ref) == "current", what="current once pulled")
+
+
+def test_podman_registry_outside_registries_conf_needs_insecure_registries(
+        podman: Podman, tmp_path: Path, exporter_factory) -> None:
+    """Podman has no implicit plain-HTTP loopback: a registry registries.conf does not mark
+    insecure is asked over HTTPS, unless upstream.insecure_registries lists it."""
+    other = Registry(tmp_path / "unlisted").start()
+    try:
+        ref = f"{other.address}/hygiene/unlisted:1"
+        push_version(podman, ref, "unlisted")
+        podman.cli("rmi", ref)
+        podman.pull(ref)  # --tls-verify=false, as someone pulling from it by hand would
+        args = ("--docker.host", podman.host, *FAST, "--upstream.include", f"^{re.escape(ref)}$")
+        exp = exporter_factory(*args)
+        m = exp.wait_metrics(lambda m: (status(m, ref) or "").startswith("unknown:"),
+                             what="unknown over HTTPS")
+        assert m.get("docker_image_upstream_drift", image=ref) is None
+        exp.stop()
+        exp = exporter_factory(*args, "--upstream.insecure-registries", other.address)
+        exp.wait_metrics(lambda m: status(m, ref) == "current", what="current over HTTP")
+    finally:
+        other.stop()
 
 
 # -- failures, through a proxy in front of the real registry --------------------------------

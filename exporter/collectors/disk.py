@@ -1,4 +1,5 @@
-"""Disk usage as ``docker system df`` reports it, one series per kind.
+"""Disk usage as ``docker system df`` reports it, one series per kind (on Podman, as
+``podman system df`` does: no build_cache series there, Podman has none).
 
 Sample output::
 

@@ -49,13 +49,16 @@ def _volume_items(doc: Mapping[str, Any]) -> tuple[Volume, ...]:
     return tuple(sorted(out, key=lambda v: v.name))
 
 
-def parse_disk_usage(doc: Mapping[str, Any]) -> DiskSnapshot:
+def parse_disk_usage(doc: Mapping[str, Any], podman: bool = False) -> DiskSnapshot:
     """Compute the four rows of ``docker system df`` from a /system/df answer.
 
     API 1.52 and newer answer with per-kind summaries the daemon computed itself; older
     daemons answer with item lists, from which the figures are computed the way the docker
     CLI computes them, so the numbers match what users see in ``docker system df``.
+    Podman's answer is read the way ``podman system df`` reads it (``_podman_usage``).
     """
+    if podman:
+        return _podman_usage(doc)
     if any(k in doc for k in ("ImageUsage", "ContainerUsage", "VolumeUsage", "BuildCacheUsage")):
         return DiskSnapshot(
             images=_usage_new(doc.get("ImageUsage")),
@@ -103,6 +106,43 @@ def parse_disk_usage(doc: Mapping[str, Any]) -> DiskSnapshot:
                         _volume_items(doc))
 
 
+def _podman_usage(doc: Mapping[str, Any]) -> DiskSnapshot:
+    """The three rows of ``podman system df``; Podman has no build cache (buildah keeps
+    intermediate images as images), so that kind is absent rather than 0.
+
+    Images come one entry per tag. Podman 4 sends ``LayersSize`` 0 and its CLI adds up every
+    entry's Size, so a layer is counted once per image and per tag that holds it: more than
+    the disk holds. Podman 5 sends the deduplicated total as ``LayersSize`` and its CLI
+    subtracts what the in-use images hold alone, counting each image ID once. Containers are
+    active only when running. Volumes in use are counted, not their users (the CLI sums
+    RefCount, which can exceed the number of volumes).
+    """
+    images = _list(doc, "Images")
+    layers = _int(doc.get("LayersSize"))
+    used = [i for i in images if _int(i.get("Containers")) > 0]
+    if layers > 0:
+        unique = {str(i.get("Id")): _int(i.get("Size")) - _int(i.get("SharedSize")) for i in used}
+        image_usage = _usage(len(images), len(unique), layers, layers - sum(unique.values()))
+    else:
+        size = sum(_int(i.get("Size")) for i in images)
+        image_usage = _usage(len(images), len(used), size,
+                             size - sum(_int(i.get("Size")) for i in used))
+
+    containers = _list(doc, "Containers")
+    running = [c for c in containers if c.get("State") == "running"]
+    container_usage = _usage(
+        len(containers), len(running), sum(_int(c.get("SizeRw")) for c in containers),
+        sum(_int(c.get("SizeRw")) for c in containers if c not in running))
+
+    volumes = [v.get("UsageData") if isinstance(v.get("UsageData"), Mapping) else {}
+               for v in _list(doc, "Volumes")]
+    volume_usage = _usage(
+        len(volumes), sum(1 for v in volumes if _int(v.get("RefCount")) > 0),
+        sum(_int(v.get("Size")) for v in volumes),
+        sum(_int(v.get("Size")) for v in volumes if _int(v.get("RefCount")) == 0))
+    return DiskSnapshot(image_usage, container_usage, volume_usage, None, _volume_items(doc))
+
+
 class DiskReader:
     """Calls /system/df. One call at a time: the refresh loop that owns it is single-threaded."""
 
@@ -110,4 +150,5 @@ class DiskReader:
         self.engine = engine
 
     def read(self) -> DiskSnapshot:
-        return parse_disk_usage(self.engine.system_df())
+        doc = self.engine.system_df()
+        return parse_disk_usage(doc, self.engine.podman)

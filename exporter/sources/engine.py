@@ -141,6 +141,19 @@ def _drop_tracebacks(exc: BaseException) -> None:
         stack.extend(getattr(item, attr, None) for attr in ("reason", "original_error"))
 
 
+def is_podman(version: Any) -> bool:
+    """Whether a /version answer comes from Podman's Docker-compatible service."""
+    components = version.get("Components") if isinstance(version, dict) else None
+    return isinstance(components, list) and any(
+        isinstance(c, dict) and c.get("Name") == "Podman Engine" for c in components)
+
+
+def podman_local(name: str) -> bool:
+    """Podman names what it builds, imports or commits ``localhost/...``; the RepoDigests it
+    gives such images are of manifests it made itself, never served by a registry."""
+    return name.startswith("localhost/")
+
+
 class Engine:
     """One connection to a Docker daemon. Not shared between threads: each source owns one."""
 
@@ -149,6 +162,7 @@ class Engine:
         self.timeout = timeout
         self._api: docker.APIClient | None = None
         self.platform = ""  # the daemon's os/architecture, from GET /version
+        self._podman: bool | None = None
 
     @property
     def api_version(self) -> str:
@@ -157,6 +171,13 @@ class Engine:
     def supports(self, version: str) -> bool:
         """Whether the negotiated API version is ``version`` or newer."""
         return bool(self.api_version) and api_key(self.api_version) >= api_key(version)
+
+    @property
+    def podman(self) -> bool:
+        """Whether the engine is Podman; asked once per connection (GET /version)."""
+        if self._podman is None:
+            self._run(lambda api: None, "GET /version")  # connecting reads /version
+        return bool(self._podman)
 
     def _client(self) -> docker.APIClient:
         if self._api is None:
@@ -173,6 +194,7 @@ class Engine:
             if version != NEWEST_KNOWN_API:
                 api.close()
                 api = docker.APIClient(version=version, timeout=self.timeout, **kwargs)
+            self._podman = is_podman(found)
             arch = str(found.get("Arch") or "")
             self.platform = f"{found.get('Os') or 'linux'}/{_ARCH.get(arch, arch)}" if arch \
                 else ""
@@ -273,6 +295,7 @@ class Engine:
         return self._call("df") or {}
 
     def close(self) -> None:
+        self._podman = None
         if self._api is not None:
             try:
                 self._api.close()

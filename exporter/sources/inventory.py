@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,8 +15,10 @@ from exporter.decisions.drift import platform_manifest
 from exporter.decisions.stale import container_stale
 from exporter.registry.manifest import DIGEST, MANIFEST_TYPES, Platform
 from exporter.snapshots import Container, EngineSnapshot, Image, ImageManifest
-from exporter.sources.engine import Engine, EngineError
+from exporter.sources.engine import Engine, EngineError, podman_local
 from exporter.timestamps import parse_timestamp
+
+log = logging.getLogger(__name__)
 
 VERSION_LABEL = "docker-hygiene.versions."
 
@@ -25,9 +28,11 @@ def _int(value: Any) -> int:
 
 
 def _tags(raw: Any) -> tuple[str, ...]:
+    """RepoTags or RepoDigests in the engine's short form (Podman lists them in full)."""
     if not isinstance(raw, list):
         return ()
-    return tuple(sorted({t for t in raw if isinstance(t, str) and t and "<none>" not in t}))
+    return tuple(sorted({reference.familiar(t) for t in raw
+                         if isinstance(t, str) and t and "<none>" not in t}))
 
 
 def _label(c: Mapping[str, Any], key: str) -> str:
@@ -105,12 +110,15 @@ def build_engine_snapshot(
     created_from: Mapping[str, str],
     api_version: str = "",
     platform: str = "",
+    podman: bool = False,
 ) -> EngineSnapshot:
     """Join images and containers into a snapshot and decide which containers are stale.
 
     ``last_tagged`` maps image ID to Metadata.LastTagTime; ``created_from`` maps container ID
     to Config.Image for the containers whose listed Image is an ID (see EngineReader);
     ``platform`` is the engine's os/architecture.
+    On Podman, the RepoDigests of ``localhost/`` names are dropped: they are local builds,
+    which nothing asks a registry about, as Docker's local builds have no RepoDigests.
     """
     images = list(images)
     containers = list(containers)
@@ -123,13 +131,12 @@ def build_engine_snapshot(
     out_images = []
     for img in images:
         image_id = str(img.get("Id", ""))
-        digests = img.get("RepoDigests")
         manifests = _manifests(img)
         out_images.append(Image(
             id=image_id,
             tags=_tags(img.get("RepoTags")),
-            repo_digests=tuple(sorted(d for d in digests if isinstance(d, str) and "@" in d
-                                      and "<none>" not in d)) if isinstance(digests, list) else (),
+            repo_digests=tuple(d for d in _tags(img.get("RepoDigests"))
+                               if "@" in d and not (podman and podman_local(d))),
             size=max(_int(img.get("Size")), 0),
             created=float(_int(img.get("Created"))),
             last_tagged=last_tagged.get(image_id),
@@ -183,18 +190,25 @@ class EngineReader:
         self.engine = engine
         self._tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]], float | None] = {}
         self._config_image: dict[str, str] = {}
+        self._said_podman = False
 
     def read(self) -> EngineSnapshot:
         images = self.engine.images()
         containers = self.engine.containers()
+        podman = self.engine.podman
+        if podman and not self._said_podman:
+            self._said_podman = True
+            log.info("the engine is Podman: disk figures are podman system df's, there is no "
+                     "build cache and no LastTagTime (those series are absent), localhost/ "
+                     "images are local builds, and run/create also count as pulls")
 
         tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]], float | None] = {}
         failed: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
         engine_down = False
         for img in images:
             key = (str(img.get("Id")), _tags(img.get("RepoTags")), _tags(img.get("RepoDigests")))
-            if key in self._tag_times:
-                tag_times[key] = self._tag_times[key]
+            if key in self._tag_times or podman:  # Podman never sets LastTagTime
+                tag_times[key] = self._tag_times.get(key)
                 continue
             # A failed inspect costs that image's LastTagTime for this read, nothing more; it
             # is asked again next time. Once the engine times out or is gone, the remaining
@@ -229,5 +243,5 @@ class EngineReader:
 
         return build_engine_snapshot(
             images, containers, {k[0]: v for k, v in tag_times.items()}, config_image,
-            self.engine.api_version, self.engine.platform,
+            self.engine.api_version, self.engine.platform, podman,
         )
