@@ -318,7 +318,7 @@ class Config:
         return host.strip("[]") or "", int(port)
 
     def shown(self) -> dict[str, str]:
-        """The settings in force as display strings, for the landing page and logs: secrets
+        """The settings in force as display strings, for the /config page and logs: secrets
         masked, and the user-info of every URL too."""
         out = {}
         for s in SETTINGS:

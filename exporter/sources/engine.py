@@ -1,7 +1,8 @@
 """Docker Engine client: the few read-only Engine API calls the exporter makes.
 
-The client negotiates the API version with the daemon on first use and again after any
-failure, so a daemon that is upgraded or restarted under a running exporter is handled.
+The client negotiates the API version with the daemon on first use and again after a failed
+call (except the daemon's answer about one object, such as a 404; a 400 renegotiates), so a
+daemon that is upgraded or restarted under a running exporter is handled.
 Only GET requests are ever sent.
 
 Negotiation: the unversioned ``GET /version`` gives the daemon's range (``MinAPIVersion`` to
