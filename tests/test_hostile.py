@@ -42,14 +42,14 @@ def test_hostile_registries_leave_the_healthy_one_alone(dockerd: Dockerd, regist
         exp = exporter_factory(
             "--docker.host", dockerd.host, "--collector.engine.interval", "1s",
             "--collector.disk.interval", "1h", "--upstream.interval", "2s",
-            "--upstream.timeout", "3s", "--versions.interval", "2s",
+            "--upstream.timeout", "5s", "--versions.interval", "2s",
             "--upstream.include", "hygiene/(healthy|hostile)")
         started = time.time()
         def decided(m) -> bool:
             return all(status(m, ref) == MODES[mode] for mode, ref in refs.items()) and \
                 status(m, healthy) == "current"
         try:
-            first = exp.wait_metrics(decided, timeout=30, what="every state decided")
+            first = exp.wait_metrics(decided, timeout=45, what="every state decided")
         except TimeoutError:
             m = exp.scrape()
             raise AssertionError({mode: status(m, ref) for mode, ref in refs.items()}) from None
