@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scrape_cost import fill  # noqa: E402
+from bench.soak import SECTION as SOAK_SECTION  # noqa: E402
 from bench.standin_engine import StandInEngine  # noqa: E402
 from tests.services import Dockerd, ExporterProcess, wait_for  # noqa: E402
 
@@ -198,7 +199,12 @@ at the registry for one cycle of every exporter.
 |---|---|---|---|
 {chr(10).join(fleet)}
 """
-    Path(args.output).write_text(text)
+    # The soak (bench/soak.py) writes section 5 on its own: keep it.
+    output = Path(args.output)
+    old = output.read_text() if output.exists() else ""
+    if SOAK_SECTION in old:
+        text = text.rstrip() + "\n\n" + old[old.index(SOAK_SECTION):]
+    output.write_text(text)
     print(text)
 
 

@@ -39,7 +39,7 @@ from exporter.sources.loop import Problems, Source
 from exporter.sources.upstream import make_source, request_policy
 from exporter.sources.versions import make_source as make_versions_source
 from exporter.sources.webhook import DistributionWebhook
-from exporter.state import StateStore
+from exporter.state import StateStore, default_path
 from exporter.status import RowCache
 
 
@@ -103,8 +103,18 @@ class Exporter:
         engine = Engine(config.docker_host, config.docker_timeout)
         disk_engine = Engine(config.docker_host, config.collector_disk_timeout)
         problems = Problems()  # one warning per root cause, whichever sources it stops
+        central = config.upstream_mode == "central"
+        store = StateStore(config.state_path or default_path()) \
+            if config.upstream_mode in ("local", "central") else None
+        events = None
+        if config.events_enabled and not central:
+            # A stream silent for four engine intervals is checked (and re-opened).
+            events = EventStream(config.docker_host,
+                                 max(1.0, 4 * config.collector_engine_interval), problems,
+                                 store=store)
+        seen_pulled = events.pulled_repositories if events is not None else frozenset
         parts = Parts(
-            engine=Source("engine", EngineReader(engine).read,
+            engine=Source("engine", EngineReader(engine, seen_pulled).read,
                           config.collector_engine_interval, engine.close, problems),
             disk=Source("disk", DiskReader(disk_engine).read, config.collector_disk_interval,
                         disk_engine.close, problems),
@@ -117,16 +127,13 @@ class Exporter:
             hub_api = HubAPI(config.hub_url, config.hub_username, config.hub_password,
                              policy=policy)
         if config.upstream_mode in ("local", "central"):
-            upstream = make_source(config, parts.engine, problems, policy)
+            upstream = make_source(config, parts.engine, problems, policy, store)
             parts.upstream, parts.store = upstream.source, upstream.store
             parts.central = config.upstream_mode == "central"
             if config.versions_enabled and not parts.central:
                 parts.versions = make_versions_source(config, parts.engine, upstream, hub_api,
                                                       problems)
-        if config.events_enabled and not parts.central:
-            # A stream silent for four engine intervals is checked (and re-opened).
-            parts.events = EventStream(config.docker_host,
-                                       max(1.0, 4 * config.collector_engine_interval), problems)
+        parts.events = events
         if hub_api is not None and (config.hub_local_images or config.hub_repositories):
             hub = HubReader(hub_api, config.hub_repositories, config.hub_local_images,
                             parts.engine)

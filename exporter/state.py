@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     name TEXT PRIMARY KEY, taken REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pulled (repository TEXT PRIMARY KEY, seen REAL NOT NULL);
 """
 MAX_DOCUMENT = 4 * 1024 * 1024
 # Documents are kept up to this many bytes in all, the oldest dropped first: content-addressed,
@@ -97,6 +98,7 @@ _TABLES = (
            lambda r: (str(r[0]), bool(r[1]), r[2], float(r[3]))),
     _Table("snapshots", ("name", "taken", "body"), lambda r: (float(r[0]), str(r[1]))),
     _Table("documents", ("digest", "media_type", "body"), lambda r: (str(r[0]), bytes(r[1]))),
+    _Table("pulled", ("repository", "seen"), lambda r: float(r[0])),
 )
 
 
@@ -185,6 +187,7 @@ class StateStore:
         self.tag_lists: dict[str, tuple[float, str]] = {}
         self.candidates: dict[str, tuple[str, bool, float | None, float]] = {}
         self.snapshots: dict[str, tuple[float, str]] = {}
+        self.pulled: dict[str, float] = {}  # repository -> when this host was seen pulling it
         # Keys deleted from memory while the file could not be written: applied to what the
         # file holds when it opens again. (Documents are not tracked: a stale one is harmless.)
         self._deleted: dict[str, set[str]] = {t.name: set() for t in _TABLES}
@@ -450,6 +453,18 @@ class StateStore:
         with self._lock:
             self._put(_SNAPSHOTS, name, (taken, body))
 
+    def pulled_repositories(self) -> frozenset[str]:
+        """Repositories this host was seen pulling (by the event stream), across restarts:
+        the containerd image store's only proof, before API 1.53, that an image came from
+        Docker Hub (decisions/provenance.py)."""
+        with self._lock:
+            return frozenset(self.pulled)
+
+    def seen_pulling(self, repository: str, when: float) -> None:
+        with self._lock:
+            if repository not in self.pulled:
+                self._put(_PULLED, repository, when)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -460,7 +475,7 @@ class StateStore:
                 self._db = None
 
 
-_DRIFT, _TAGS, _TAG_LISTS, _CANDIDATES, _SNAPSHOTS, _DOCUMENTS = _TABLES
+_DRIFT, _TAGS, _TAG_LISTS, _CANDIDATES, _SNAPSHOTS, _DOCUMENTS, _PULLED = _TABLES
 
 
 def read_snapshot(path: str, name: str) -> tuple[float, str] | None:

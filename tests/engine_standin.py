@@ -86,6 +86,16 @@ def _rfc3339(ts: float) -> str:
         "%Y-%m-%dT%H:%M:%S.%f000Z")
 
 
+def _qualified(ref: str) -> str:
+    """The fully qualified repository of a reference: "busybox:1" -> "docker.io/library/busybox"
+    (distribution/reference's normalisation, as the daemon writes Identity)."""
+    name = _familiar_name(ref)
+    first = name.split("/", 1)[0]
+    if "/" in name and ("." in first or ":" in first or first == "localhost"):
+        return name
+    return "docker.io/" + (name if "/" in name else "library/" + name)
+
+
 def _familiar_name(ref: str) -> str:
     """The repository of a reference, registry port kept: "h:5000/a/b:tag" -> "h:5000/a/b"."""
     name = ref.partition("@")[0]
@@ -137,6 +147,7 @@ class Record:
     name: str
     target: str
     updated: float
+    built: bool = False  # made on the host (docker build/tag), not pulled
 
 
 @dataclass
@@ -223,6 +234,15 @@ class StandinEngine:
             self.tagged_at[new_id] = now
             self._event(ref, now)
         return new_id
+
+    def build(self, name: str, like: str) -> str:
+        """``docker build -t name`` giving the same content as ``like`` (a name already here):
+        on the containerd store the new name gets a RepoDigest of its own, although nothing
+        came from a registry; no pull event."""
+        with self._lock:
+            target = self.records[like].target
+            self.records[name] = Record(name, target, time.time(), built=True)
+            return self.image_id(target)
 
     def image_id(self, target: str) -> str:
         """containerd store: the target (index or manifest) digest; classic: the config
@@ -408,6 +428,20 @@ class StandinEngine:
             doc["Created"] = config["created"]  # omitted when unknown from 1.44
         if self.containerd and _ge(api, "1.48"):
             doc["Descriptor"] = dict(target.descriptor)
+        if self.containerd and _ge(api, "1.53"):
+            # ImageInspect.Identity (api/docs/v1.53.yaml; changelog v1.53): where the image
+            # came from: Pull [{Repository}] for each repository it was pulled from, Build
+            # [{Ref, CreatedAt}] for what was built here.
+            identity: dict[str, Any] = {}
+            pulled = sorted({_qualified(r.name) for r in names if not r.built})
+            built = [r for r in names if r.built]
+            if pulled:
+                identity["Pull"] = [{"Repository": repo} for repo in pulled]
+            if built:
+                identity["Build"] = [{"Ref": r.name, "CreatedAt": _rfc3339(r.updated)}
+                                     for r in built]
+            if identity:
+                doc["Identity"] = identity
         if not _ge(api, "1.52"):  # always present before 1.52, omitted when empty after
             doc.update({"Parent": "", "Comment": "", "DockerVersion": "", "Author": "",
                         "GraphDriver": {"Name": "overlayfs", "Data": None}})

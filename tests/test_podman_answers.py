@@ -4,6 +4,7 @@ names read as the local builds they are."""
 
 from __future__ import annotations
 
+from exporter.decisions.provenance import PODMAN
 from exporter.report import human_size
 from exporter.snapshots import KindUsage
 from exporter.sources.disk import parse_disk_usage
@@ -57,7 +58,7 @@ def test_podman_5_answer_uses_its_deduplicated_total() -> None:
 def test_localhost_names_have_no_registry_digest() -> None:
     images = load("podman-4.3/images_json.json")
     containers = load("podman-4.3/containers_json.json")
-    snap = build_engine_snapshot(images, containers, {}, {}, "1.41", podman=True)
+    snap = build_engine_snapshot(images, containers, {}, {}, "1.41", store=PODMAN)
     by_tag = {t: i for i in snap.images for t in i.tags}
     # Podman gave localhost/app2:1 a RepoDigest of a manifest it made itself.
     assert any(d.startswith("localhost/app2@") for i in images for d in i["RepoDigests"])
@@ -86,7 +87,7 @@ def test_fully_qualified_podman_names_are_shown_short() -> None:
                "RepoDigests": ["docker.io/library/busybox@sha256:" + "2" * 64]}]
     containers = [{"Id": "c" * 64, "Names": ["/web"], "Image": "docker.io/library/busybox:1.36",
                    "ImageID": "sha256:" + "1" * 64, "State": "running"}]
-    snap = build_engine_snapshot(images, containers, {}, {}, "1.41", podman=True)
+    snap = build_engine_snapshot(images, containers, {}, {}, "1.41", store=PODMAN)
     assert snap.images[0].tags == ("busybox:1.36",)
     assert snap.images[0].digest_for("busybox") == "sha256:" + "2" * 64
     assert snap.containers[0].image == "busybox:1.36"

@@ -23,6 +23,7 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils import kwargs_from_env
 
+from exporter.decisions import provenance
 from exporter.sources.loop import SourceError
 
 # The newest Engine API whose answers this exporter has been checked against (moby
@@ -149,10 +150,13 @@ def is_podman(version: Any) -> bool:
         isinstance(c, dict) and c.get("Name") == "Podman Engine" for c in components)
 
 
-def podman_local(name: str) -> bool:
-    """Podman names what it builds, imports or commits ``localhost/...``; the RepoDigests it
-    gives such images are of manifests it made itself, never served by a registry."""
-    return name.startswith("localhost/")
+def uses_snapshotter(info: Any) -> bool:
+    """Whether a /info answer comes from a daemon on the containerd image store: it reports
+    ``["driver-type", "io.containerd.snapshotter.v1"]`` among its DriverStatus."""
+    status = info.get("DriverStatus") if isinstance(info, dict) else None
+    return isinstance(status, list) and any(
+        isinstance(row, list) and len(row) == 2 and row[0] == "driver-type"
+        and str(row[1]).startswith("io.containerd.snapshotter") for row in status)
 
 
 class Engine:
@@ -164,6 +168,7 @@ class Engine:
         self._api: docker.APIClient | None = None
         self.platform = ""  # the daemon's os/architecture, from GET /version
         self._podman: bool | None = None
+        self._containerd: bool | None = None
 
     @property
     def api_version(self) -> str:
@@ -179,6 +184,16 @@ class Engine:
         if self._podman is None:
             self._run(lambda api: None, "GET /version")  # connecting reads /version
         return bool(self._podman)
+
+    @property
+    def store(self) -> str:
+        """The image store: classic, containerd or podman (decisions.provenance); asked once
+        per connection (GET /info: a containerd-store daemon reports the snapshotter)."""
+        if self.podman:
+            return provenance.PODMAN
+        if self._containerd is None:
+            self._containerd = uses_snapshotter(self.info())
+        return provenance.CONTAINERD if self._containerd else provenance.CLASSIC
 
     def _client(self) -> docker.APIClient:
         if self._api is None:
@@ -296,7 +311,7 @@ class Engine:
         return self._call("df") or {}
 
     def close(self) -> None:
-        self._podman = None
+        self._podman = self._containerd = None
         if self._api is not None:
             try:
                 self._api.close()

@@ -16,8 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from exporter import backoff, reference
+from exporter.decisions import provenance
 from exporter.sources.engine import Engine
 from exporter.sources.loop import Problems, SourceError, Status
+from exporter.state import StateStore
 from exporter.values import redact_url
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,12 @@ class EventStream:
     name = "events"
 
     def __init__(self, host: str, silence: float = 60.0, problems: Problems | None = None,
-                 retry: tuple[float, float] = (1.0, MAX_BACKOFF)) -> None:
+                 retry: tuple[float, float] = (1.0, MAX_BACKOFF),
+                 store: StateStore | None = None) -> None:
+        # The repositories this host was seen pulling, kept in the state store: where the
+        # engine does not say what was pulled and what built (decisions/provenance.py).
+        self.store = store
+        self._pulled: set[str] = set(store.pulled_repositories()) if store else set()
         # A connect or ping that takes longer than the silence allowed is as good as none.
         self.engine = Engine(host, timeout=min(30.0, silence))
         self.silence = silence
@@ -108,7 +115,19 @@ class EventStream:
             if repository not in self.pulls and len(self.pulls) >= MAX_REPOSITORIES:
                 repository = OTHER
             self.pulls[repository] += 1
+            full = provenance.repository(repository) if repository != OTHER else ""
+            new = bool(full) and full not in self._pulled and \
+                len(self._pulled) < MAX_REPOSITORIES
+            if new:
+                self._pulled.add(full)
+        if new and self.store is not None:
+            self.store.seen_pulling(full, nano / 1e9)
         return True
+
+    def pulled_repositories(self) -> frozenset[str]:
+        """Repositories this host was seen pulling, fully qualified, restarts included."""
+        with self._lock:
+            return frozenset(self._pulled)
 
     def _since(self) -> str:
         with self._lock:

@@ -7,15 +7,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from exporter import reference
+from exporter.decisions import provenance
 from exporter.decisions.drift import platform_manifest
 from exporter.decisions.stale import container_stale
 from exporter.registry.manifest import DIGEST, MANIFEST_TYPES, Platform
 from exporter.snapshots import Container, EngineSnapshot, Image, ImageManifest
-from exporter.sources.engine import Engine, EngineError, podman_local
+from exporter.sources.engine import Engine, EngineError
 from exporter.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,18 @@ def _platform(text: str) -> Platform | None:
         return None
 
 
+def _pulled_from(inspected: Mapping[str, Any]) -> frozenset[str] | None:
+    """The repositories an image inspect says the image was pulled from (``Identity.Pull``,
+    API 1.53+); None when it does not say."""
+    identity = inspected.get("Identity")
+    if not isinstance(identity, Mapping):
+        return None
+    pulls = identity.get("Pull")
+    return frozenset(provenance.repository(str(p.get("Repository") or ""))
+                     for p in pulls if isinstance(p, Mapping)) - {""} \
+        if isinstance(pulls, list) else frozenset()
+
+
 def _container_name(c: Mapping[str, Any]) -> str:
     names = c.get("Names")
     if isinstance(names, list) and names and isinstance(names[0], str):
@@ -110,15 +123,17 @@ def build_engine_snapshot(
     created_from: Mapping[str, str],
     api_version: str = "",
     platform: str = "",
-    podman: bool = False,
+    store: str = provenance.CLASSIC,
+    pulled_from: Mapping[str, Collection[str] | None] | None = None,
+    seen_pulled: Collection[str] = (),
 ) -> EngineSnapshot:
     """Join images and containers into a snapshot and decide which containers are stale.
 
     ``last_tagged`` maps image ID to Metadata.LastTagTime; ``created_from`` maps container ID
     to Config.Image for the containers whose listed Image is an ID (see EngineReader);
-    ``platform`` is the engine's os/architecture.
-    On Podman, the RepoDigests of ``localhost/`` names are dropped: they are local builds,
-    which nothing asks a registry about, as Docker's local builds have no RepoDigests.
+    ``platform`` is the engine's os/architecture. Only RepoDigests that show the image came
+    from a registry are kept (decisions/provenance.py: ``store``, what the engine says each
+    image was pulled from, by image ID, and the repositories this host was seen pulling).
     """
     images = list(images)
     containers = list(containers)
@@ -135,8 +150,9 @@ def build_engine_snapshot(
         out_images.append(Image(
             id=image_id,
             tags=_tags(img.get("RepoTags")),
-            repo_digests=tuple(d for d in _tags(img.get("RepoDigests"))
-                               if "@" in d and not (podman and podman_local(d))),
+            repo_digests=provenance.registry_digests(
+                (d for d in _tags(img.get("RepoDigests")) if "@" in d), store,
+                (pulled_from or {}).get(image_id), seen_pulled),
             size=max(_int(img.get("Size")), 0),
             created=float(_int(img.get("Created"))),
             last_tagged=last_tagged.get(image_id),
@@ -181,14 +197,19 @@ def build_engine_snapshot(
 class EngineReader:
     """Reads images and containers; inspects only what it has not seen before.
 
-    LastTagTime needs one inspect per image; it is cached per (ID, tags, digests) because a
-    pull or tag changes those. Config.Image never changes for a container, so it is cached
-    per container ID, and only needed when the engine lists the container's image by ID.
+    LastTagTime (and, from API 1.53, which repositories the image was pulled from) needs one
+    inspect per image; it is cached per (ID, tags, digests) because a pull or tag changes
+    those. Config.Image never changes for a container, so it is cached per container ID, and
+    only needed when the engine lists the container's image by ID. ``seen_pulled`` gives the
+    repositories this host was seen pulling (the event stream's).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine,
+                 seen_pulled: Callable[[], Collection[str]] = frozenset) -> None:
         self.engine = engine
-        self._tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]], float | None] = {}
+        self.seen_pulled = seen_pulled
+        self._tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]],
+                              tuple[float | None, frozenset[str] | None]] = {}
         self._config_image: dict[str, str] = {}
         self._said_podman = False
 
@@ -202,18 +223,20 @@ class EngineReader:
                      "build cache and no LastTagTime (those series are absent), localhost/ "
                      "images are local builds, and run/create also count as pulls")
 
-        tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]], float | None] = {}
+        store = self.engine.store
+        tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]],
+                        tuple[float | None, frozenset[str] | None]] = {}
         failed: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
         engine_down = False
         for img in images:
             key = (str(img.get("Id")), _tags(img.get("RepoTags")), _tags(img.get("RepoDigests")))
             if key in self._tag_times or podman:  # Podman never sets LastTagTime
-                tag_times[key] = self._tag_times.get(key)
+                tag_times[key] = self._tag_times.get(key, (None, None))
                 continue
             # A failed inspect costs that image's LastTagTime for this read, nothing more; it
             # is asked again next time. Once the engine times out or is gone, the remaining
             # inspects wait for the next read instead of each waiting for the timeout.
-            tag_times[key] = None
+            tag_times[key] = (None, None)
             if engine_down:
                 failed.add(key)
                 continue
@@ -224,8 +247,8 @@ class EngineReader:
                 engine_down = exc.reason != "api_error"
                 continue
             meta = inspected.get("Metadata")
-            tag_times[key] = parse_timestamp(meta.get("LastTagTime")) if isinstance(
-                meta, Mapping) else None
+            tag_times[key] = (parse_timestamp(meta.get("LastTagTime")) if isinstance(
+                meta, Mapping) else None, _pulled_from(inspected))
         self._tag_times = {k: v for k, v in tag_times.items() if k not in failed}
 
         config_image: dict[str, str] = {}
@@ -242,6 +265,7 @@ class EngineReader:
         self._config_image = config_image
 
         return build_engine_snapshot(
-            images, containers, {k[0]: v for k, v in tag_times.items()}, config_image,
-            self.engine.api_version, self.engine.platform, podman,
-        )
+            images, containers, {k[0]: v[0] for k, v in tag_times.items()}, config_image,
+            self.engine.api_version, self.engine.platform, store,
+            {k[0]: v[1] for k, v in tag_times.items()},
+            self.seen_pulled() if store == provenance.CONTAINERD else ())

@@ -552,13 +552,13 @@ def request_policy(config: Config) -> RequestPolicy:
 
 
 def make_source(config: Config, engine_source: Source[EngineSnapshot],
-                problems: Problems | None = None, policy: RequestPolicy | None = None
-                ) -> Upstream:
+                problems: Problems | None = None, policy: RequestPolicy | None = None,
+                store: StateStore | None = None) -> Upstream:
     """The upstream source: wakes every few seconds and checks what is due."""
     from exporter.registry.credentials import CredentialStore, default_docker_config
     from exporter.state import default_path
 
-    store = StateStore(config.state_path or default_path())
+    store = store or StateStore(config.state_path or default_path())
     central = config.upstream_mode == "central"
     engine = None if central else Engine(config.docker_host, config.docker_timeout)
     facts = EngineFacts(engine, config.upstream_interval, config.upstream_insecure_registries,
