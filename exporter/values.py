@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from exporter.registry.credentials import Credentials
+from exporter.yamlfile import read_text
 
 MASK = "<masked>"
 # Durations: at least the smallest unit parsed (a loop waiting less is a busy loop), at most a
@@ -278,20 +279,7 @@ def read_secret(path: Any) -> str:
     start-up error. The message names the file, never its content."""
     if not isinstance(path, str) or not path:
         raise ValueError(f"{describe(path)} is not a file path")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SECRET_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read {describe(path)}: {exc.strerror or exc}") from None
-    except ValueError:  # a NUL in the path
-        raise ValueError(f"{describe(path)} is not a file path") from None
-    if len(data) > MAX_SECRET_BYTES:
-        raise ValueError(f"{describe(path)} is larger than {MAX_SECRET_BYTES // 1024} KiB: "
-                         "not a password file")
-    try:
-        return data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ValueError(f"{describe(path)} is not UTF-8 text") from None
+    return read_text(path, MAX_SECRET_BYTES, describe(path)).strip()
 
 
 def secret_file(value: Any) -> str:

@@ -78,21 +78,30 @@ def _measure(text: str) -> None:
                                 "expanded")
 
 
+def read_text(path: str, max_bytes: int, name: str) -> str:
+    """A UTF-8 text file of at most ``max_bytes``, never reading more than that (a path to
+    /dev/zero must not fill memory). Raises ValueError naming the file as ``name``."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {name}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL in the path
+        raise ValueError(f"{name} is not a file path") from None
+    if len(data) > max_bytes:
+        raise ValueError(f"{name} is larger than {max_bytes // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{name} is not UTF-8 text") from None
+
+
 def load(path: str) -> Any:
     """The document in the file at ``path`` (None when empty); raises YamlFileError."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise YamlFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError:  # a NUL in the path
-        raise YamlFileError(f"cannot read {path!r}: not a file path") from None
-    if len(data) > MAX_BYTES:
-        raise YamlFileError(f"{path} is larger than {MAX_BYTES // 1024} KiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise YamlFileError(f"{path} is not UTF-8 text") from None
+        text = read_text(path, MAX_BYTES, path)
+    except ValueError as exc:
+        raise YamlFileError(str(exc)) from None
     try:
         _measure(text)
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader

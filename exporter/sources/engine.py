@@ -14,7 +14,7 @@ shapes nobody here has read; Docker 29.0-29.2 refuse anything below 1.44, 29.3 g
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
@@ -50,8 +50,9 @@ class EngineError(SourceError):
         self.detail = detail
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost OS error of a failed call ("Connection refused"), else its text."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """Every exception a failed call is made of, once each: requests and urllib3 wrap the
+    real cause in several layers (causes, contexts, arguments, ``reason``)."""
     seen: set[int] = set()
     stack: list[object] = [exc]
     while stack:
@@ -59,11 +60,16 @@ def _root_cause(exc: BaseException) -> str:
         if not isinstance(item, BaseException) or id(item) in seen or len(seen) > 50:
             continue
         seen.add(id(item))
-        if isinstance(item, OSError) and item.strerror:
-            return item.strerror
+        yield item
         stack.extend([item.__cause__, item.__context__, *item.args])
         stack.extend(getattr(item, attr, None) for attr in ("reason", "original_error"))
-    return str(exc)[:300] or type(exc).__name__
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS error of a failed call ("Connection refused"), else its text."""
+    found = next((item.strerror for item in _chain(exc)
+                  if isinstance(item, OSError) and item.strerror), None)
+    return found or str(exc)[:300] or type(exc).__name__
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -131,16 +137,8 @@ def _drop_tracebacks(exc: BaseException) -> None:
     connect frame, and with it the unconnected socket, alive until the cycle collector runs:
     one file descriptor per failed attempt while the daemon is down. Without the tracebacks
     the frames, and the sockets, are freed at once."""
-    seen: set[int] = set()
-    stack: list[object] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen or len(seen) > 50:
-            continue
-        seen.add(id(item))
+    for item in _chain(exc):
         item.__traceback__ = None
-        stack.extend([item.__cause__, item.__context__, *item.args])
-        stack.extend(getattr(item, attr, None) for attr in ("reason", "original_error"))
 
 
 def is_podman(version: Any) -> bool:
