@@ -16,7 +16,7 @@ from exporter.collectors.disk import DiskCollector
 from exporter.collectors.exporter import ExporterCollector
 from exporter.collectors.fleet import FleetCollector
 from exporter.collectors.images import ImagesCollector
-from exporter.collectors.pulls import PullsCollector
+from exporter.collectors.pulls import pulls_collectors
 from exporter.collectors.upstream import UpstreamCollector
 from exporter.collectors.versions import VersionsCollector
 from exporter.config import Config
@@ -85,7 +85,7 @@ def build_collectors(parts: Parts) -> list[Any]:
                                             parts.upstream_interval))
     if parts.versions is not None:
         collectors.append(VersionsCollector(parts.versions, parts.versions_interval))
-    collectors.append(PullsCollector(parts.events, parts.hub, parts.webhook, parts.harbor))
+    collectors += pulls_collectors(parts.events, parts.hub, parts.webhook, parts.harbor)
     return collectors
 
 

@@ -137,8 +137,9 @@ def _checked(cfg: Config, engine: EngineSnapshot) -> _Drift:
     engine_source.snapshot = engine  # read already; the checkers wait for this
     engine_source.ready.set()
     checker = make_source(cfg, engine_source)
-    hub = HubAPI(cfg.hub_url, cfg.hub_username, cfg.hub_password) \
-        if cfg.hub_enabled and cfg.versions_enabled else None
+    hub = HubAPI(cfg.hub_url, cfg.hub_username, cfg.hub_password,
+                 policy=checker.client.policy) if cfg.hub_enabled and cfg.versions_enabled \
+        else None
     try:
         upstream, upstream_row = _run("upstream", checker.checks.cycle, cfg.docker_host)
         versions, versions_row = None, None
@@ -149,9 +150,7 @@ def _checked(cfg: Config, engine: EngineSnapshot) -> _Drift:
             finally:
                 finder.close()
     finally:
-        checker.checks.close()
-        checker.client.close()
-        checker.store.close()
+        checker.close()
         if hub is not None:
             hub.close()
     now = time.time()

@@ -406,6 +406,11 @@ class StateStore:
         with self._lock:
             self._put(_TAGS, image, (digest, changed))
 
+    def forget_tag(self, image: str) -> None:
+        """Fleet mode: a tag no host has any more."""
+        with self._lock:
+            self._drop(_TAGS, [image])
+
     def tag_list(self, repository: str) -> tuple[float, str] | None:
         """(when read, tags as JSON)."""
         with self._lock:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter import __version__, reference
 from exporter.config import format_duration
-from exporter.decisions.drift import container_drift
+from exporter.decisions.drift import container_state
 from exporter.snapshots import (
     DISK_KINDS,
     DiskSnapshot,
@@ -30,6 +30,7 @@ from exporter.snapshots import (
     UpstreamSnapshot,
     VersionsSnapshot,
 )
+from exporter.values import redact_url
 
 if TYPE_CHECKING:
     from exporter.app import Exporter
@@ -84,14 +85,6 @@ def short_id(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def mask_userinfo(text: str) -> str:
-    """``tcp://user:pass@host`` -> ``tcp://<masked>@host``, wherever a URL appears."""
-    return _USERINFO.sub("<masked>@", text)
-
-
 # -- errors in words -------------------------------------------------------------------------
 
 _REPR = re.compile(r"^(\w+)\((['\"])(.*)\2\)$", re.S)
@@ -139,7 +132,7 @@ def explain(error: str, source: str = "", docker_host: str = "") -> str:
         if text == "no engine snapshot yet":
             return "waiting for the first successful read of the engine"
         error = text if kind.endswith("Error") else f"{kind}: {text}"
-    engine = f"the Docker Engine at {mask_userinfo(docker_host)}" if docker_host else \
+    engine = f"the Docker Engine at {redact_url(docker_host)}" if docker_host else \
         "the Docker Engine"
     reason, _, detail = error.partition(": ")
     engine_error = _ENGINE_ERROR.match(error)
@@ -176,9 +169,7 @@ def _engine_reason(detail: str) -> tuple[str, str]:
         return "timeout", detail
     if detail.startswith("answer is not JSON"):
         return "bad_response", detail
-    if detail.startswith("the Docker daemon accepts API"):
-        return "api_error", detail
-    return "api_error", detail
+    return "api_error", detail  # the daemon's own message, e.g. about API versions
 
 
 def _first_line(text: str) -> str:
@@ -421,6 +412,7 @@ def container_rows(engine: EngineSnapshot, upstream: UpstreamSnapshot | None,
     """Every container; those with more problems first, running before stopped, then the
     longest-standing problem first."""
     by_tag = _TagIndex(engine)
+    images = {i.id: i for i in engine.images}
     states = {s.image: s for s in upstream.states} if upstream else {}
     per_image, per_container = _versions_index(versions)
     rows = []
@@ -430,8 +422,7 @@ def container_rows(engine: EngineSnapshot, upstream: UpstreamSnapshot | None,
         state: TagState | None = states.get(c.image)
         drifted, drift_since = None, None
         if state is not None:
-            value = container_drift(state.status, state.image_id, state.upstream_config,
-                                    c.image_id)
+            value = container_state(state, images, c)
             drifted = None if value is None else value == 1
             if drifted:
                 drift_since = state.drift_since if state.status == "drifted" else stale_since
@@ -558,7 +549,7 @@ def build(*, docker_host: str, engine: EngineSnapshot | None,
     return Status(
         generated=time.time() if now is None else now,
         version=__version__,
-        docker_host=mask_userinfo(docker_host),
+        docker_host=redact_url(docker_host),
         engine_api=engine.api_version if engine else "",
         engine_as_of=engine_as_of,
         disk=disk_rows(disk, disk_as_of) if disk is not None else None,

@@ -94,3 +94,25 @@ def test_counters() -> None:
     c = policy.counters()
     assert c.requests == ((("r", "HEAD", "200"), 2), (("r", "TOKEN", "429"), 1))
     assert c.digest_fallbacks == (("r", 1),) and c.ratelimits == (("r", 100, 76),)
+
+
+def test_no_free_slot_is_not_the_registry_failing() -> None:
+    """Waiting too long for a slot of our own is our queue, not the registry: the refusal
+    says when to try again, and the registry is not put in back-off for it."""
+    policy = RequestPolicy(per_host=1, timeout=0.2)
+    release, entered = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with policy.admit("r"):
+            entered.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert entered.wait(5)
+    with pytest.raises(RegistryError) as err, policy.admit("r"):
+        pass
+    release.set()
+    holder.join()
+    assert err.value.reason == "timeout" and err.value.retry_at is not None
+    assert policy.blocked("r") is None

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from exporter import config
-from exporter.collectors.pulls import PullsCollector
+from exporter.collectors.pulls import HarborCollector, HubCollector
 from exporter.config import ConfigError, HarborInstance, redact_url
 from exporter.sources import events as events_source
 from exporter.sources import harbor as harbor_source
@@ -391,7 +391,7 @@ def test_docker_hub_caps_fold_into_other(hub_host: Dockerd, monkeypatch) -> None
         def series() -> dict[str, dict[str, float]]:
             assert source.refresh(), source.status
             out: dict[str, dict[str, float]] = {}
-            for family in PullsCollector(None, source, None, None).collect():
+            for family in HubCollector(source, 60.0).collect():
                 for sample in family.samples:
                     key = sample.labels.get("repository") or sample.labels["image"]
                     out.setdefault(sample.name, {})[key] = sample.value
@@ -524,7 +524,7 @@ def test_harbor_cap_folds_into_other(monkeypatch) -> None:
 
         def series() -> dict[tuple[str, str], float]:
             assert source.refresh(), source.status
-            (family,) = PullsCollector(None, None, None, source).collect()
+            (family,) = HarborCollector(source, 60.0).collect()
             return {(s.labels["project"], s.labels["repository"]): s.value
                     for s in family.samples if s.name == "docker_harbor_repository_pulls_total"}
 

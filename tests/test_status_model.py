@@ -28,6 +28,7 @@ from exporter.snapshots import (
 )
 from exporter.sources.loop import Status as SourceStatus
 from exporter.state import StateStore, read_snapshot
+from exporter.values import redact_url
 from exporter.web import pages
 
 NOW = 1_795_838_017.0  # 2026-11-28 03:53:37 UTC
@@ -246,10 +247,10 @@ def test_saved_snapshots_round_trip_and_unchanged_ones_are_not_rewritten(
 
 
 def test_masking_of_secrets_and_user_info() -> None:
-    assert status.mask_userinfo("tcp://bob:hunter2@10.0.0.1:2376") == \
+    assert redact_url("tcp://bob:hunter2@10.0.0.1:2376") == \
         "tcp://<masked>@10.0.0.1:2376"
-    assert status.mask_userinfo("ssh://deploy@host") == "ssh://<masked>@host"
-    assert status.mask_userinfo("unix:///var/run/docker.sock") == "unix:///var/run/docker.sock"
+    assert redact_url("ssh://deploy@host") == "ssh://<masked>@host"
+    assert redact_url("unix:///var/run/docker.sock") == "unix:///var/run/docker.sock"
     cfg = config.build({"docker.host": "tcp://bob:hunter2@127.0.0.1:2375",
                         "upstream.prometheus_url": "http://prom:s3cr3t@127.0.0.1:9090"},
                        environ={"DOCKER_HYGIENE_WEBHOOK_DISTRIBUTION_SECRET": "Bearer t0ken"})
@@ -283,3 +284,31 @@ def test_page_is_self_contained_and_escapes_what_it_shows() -> None:
     times = re.findall(r"<time [^>]*>", page)
     assert times and all(re.fullmatch(
         r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ" title="[^"]+ UTC">', t) for t in times)
+
+
+def test_containerd_store_container_drift_agrees_with_the_metric() -> None:
+    """On the containerd store image IDs are index digests: a re-pull of an index that only
+    changed another platform gives the tag a new ID, while the container runs the very same
+    platform manifest. The page must say what docker_container_upstream_drift says."""
+    from exporter.collectors.upstream import UpstreamCollector
+    from exporter.sources.loop import Source
+
+    old_index, new_index = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    manifest = "sha256:" + "3" * 64
+    image = Image(new_index, ("reg.example/app:1",), (f"reg.example/app@{new_index}",),
+                  1000, 1.0e9, None, 0, platform_manifest=manifest)
+    container = Container("c1", "app", "reg.example/app:1", old_index, "running", 1.0e9,
+                          stale=False, manifest=manifest)
+    snap = EngineSnapshot((image,), (container,), "1.48")
+    state = TagState("reg.example/app:1", new_index, "current", upstream_digest=new_index,
+                     checked=1.0e9, upstream_manifest=manifest)
+    up = UpstreamSnapshot((state,))
+    engine_source: Source[EngineSnapshot] = Source("engine", lambda: snap, 60)
+    upstream_source: Source[UpstreamSnapshot] = Source("upstream", lambda: up, 60)
+    engine_source.snapshot, upstream_source.snapshot = snap, up
+    metric = {s.labels["container"]: s.value for f in UpstreamCollector(
+        upstream_source, engine_source, 60).collect() if f.name == "docker_container_upstream_drift"
+        for s in f.samples}
+    assert metric == {"app": 0}
+    row, = status.container_rows(snap, up, None)
+    assert row.drifted is False and "drifted" not in row.problems

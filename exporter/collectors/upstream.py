@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.collectors import SnapshotCollector, cached
-from exporter.decisions.drift import container_drift
+from exporter.decisions.drift import container_state
 from exporter.snapshots import UPSTREAM_STATUSES, EngineSnapshot, UpstreamSnapshot
 from exporter.sources.loop import Source
 
@@ -102,11 +102,7 @@ class UpstreamCollector(SnapshotCollector):
             s = states.get(c.image)
             if s is None:
                 continue
-            tag_image = images.get(s.image_id)
-            value = container_drift(
-                s.status, s.image_id, s.upstream_config, c.image_id,
-                tag_image.platform_manifest if tag_image else "", s.upstream_manifest,
-                c.manifest)
+            value = container_state(s, images, c)
             if value is not None:
                 containers.add_metric([c.name, c.image], value)
         yield containers

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from exporter.registry.manifest import Manifest, Platform, RegistryError
-from exporter.snapshots import ImageManifest
+from exporter.snapshots import Container, Image, ImageManifest, TagState
 
 
 @dataclass(frozen=True)
@@ -114,3 +114,13 @@ def container_drift(status: str, tag_image_id: str, upstream_config: str,
             return 0 if container_manifest in (tag_manifest, upstream_manifest) else 1
         return 0 if container_image_id == tag_image_id else 1
     return None
+
+
+def container_state(state: TagState, images: dict[str, Image], container: Container
+                    ) -> int | None:
+    """``container_drift`` of a container whose tag is in ``state``, with the platform
+    manifests the engine gave (``images`` by ID): what the metric and the pages both show."""
+    tag_image = images.get(state.image_id)
+    return container_drift(state.status, state.image_id, state.upstream_config,
+                           container.image_id, tag_image.platform_manifest if tag_image else "",
+                           state.upstream_manifest, container.manifest)

@@ -139,6 +139,10 @@ class RegistryClient:
                 last = exc
                 self._schemes.pop(registry, None)
                 continue
+            except httpx.HTTPError as exc:  # an answer we cannot read (encoding, protocol)
+                self.policy.count(registry, method, "error")
+                raise RegistryError("bad_response", f"{method} {host}: "
+                                    f"{transport.why(exc)}") from exc
             self._schemes[registry] = scheme
             self.policy.count(registry, method, str(response.status_code))
             self.policy.ratelimit(registry,

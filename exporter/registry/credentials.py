@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.reference import DOCKER_HUB
+from exporter.yamlfile import read_text
 
 log = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 1024 * 1024  # a config.json is a few kB
 
 HUB_SERVER = "https://index.docker.io/v1/"
 HELPER_TIMEOUT = 10.0
@@ -77,14 +80,14 @@ class CredentialStore:
     def _load(self) -> dict[str, Any]:
         if not self.docker_config:
             return {}
-        try:
-            with open(self.docker_config, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except FileNotFoundError:
+        if not os.path.exists(self.docker_config):
             return {}
-        except (OSError, ValueError) as exc:
+        try:
+            doc = json.loads(read_text(self.docker_config, MAX_CONFIG_BYTES, self.docker_config))
+        except (ValueError, RecursionError) as exc:
             log.warning("cannot read docker client config %s: %s", self.docker_config,
-                        type(exc).__name__)
+                        str(exc)[:200] if not isinstance(exc, json.JSONDecodeError) else
+                        "not JSON")
             return {}
         return doc if isinstance(doc, dict) else {}
 

@@ -25,7 +25,7 @@ class RegistryError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.retry_after = retry_after  # what the registry asked for (Retry-After), seconds
-        self.retry_at = retry_at  # when the request policy lets this registry be asked again
+        self.retry_at = retry_at  # when the request policy lets it be asked again (monotonic)
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,9 @@ class RequestPolicy:
     concurrency: int = 32
     per_host: int = 16
     timeout: float = 10.0  # the deadline of one whole request
-    clock: Callable[[], float] = time.time
+    # In-memory deadlines (back-off, retry_at) on the monotonic clock: a wall clock stepped
+    # back would stretch every back-off, one stepped forward end them all at once.
+    clock: Callable[[], float] = time.monotonic
     _hosts: dict[str, _Host] = field(default_factory=dict)
     _requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     _fallbacks: Counter[str] = field(default_factory=Counter)
@@ -124,11 +126,15 @@ class RequestPolicy:
         self.refuse_if_blocked(host)
         state = self._host(host)
         with transport.deadline(self.timeout) as when:
+            # No free slot in time is our own queue, not the registry failing: the refusal
+            # says when to try again, so the registry is not put in back-off for it.
             if not state.slots.acquire(timeout=max(0.0, when - time.monotonic())):
-                raise RegistryError("timeout", f"{host}: no free request slot in time")
+                raise RegistryError("timeout", f"{host}: no free request slot in time",
+                                    retry_at=self.clock())
             try:
                 if not self._all.acquire(timeout=max(0.0, when - time.monotonic())):
-                    raise RegistryError("timeout", f"{host}: no free request slot in time")
+                    raise RegistryError("timeout", f"{host}: no free request slot in time",
+                                        retry_at=self.clock())
                 try:
                     self.refuse_if_blocked(host)
                     yield

@@ -105,8 +105,12 @@ def client(timeout: float, verify: bool = True, connections: int = 16,
     # httpx builds its connection pool with the default socket backend and has no parameter
     # for another; the deadline tests fail loudly if a new httpx stops honouring this.
     transport._pool._network_backend = _Backend()
+    # Bodies uncompressed: a cap counts what is read, and a few kB of gzip may inflate to
+    # gigabytes before any cap could count them.
     return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
-                        trust_env=False, headers={"User-Agent": USER_AGENT, **(headers or {})})
+                        trust_env=False, headers={"User-Agent": USER_AGENT,
+                                                  "Accept-Encoding": "identity",
+                                                  **(headers or {})})
 
 
 def why(exc: BaseException | None) -> str:
@@ -119,11 +123,19 @@ def why(exc: BaseException | None) -> str:
     return str(exc) or type(exc).__name__
 
 
+class TooLarge(Exception):
+    """An answer's body was larger than the caller accepts."""
+
+
 def read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
     """The body of a streamed response, or None as soon as it exceeds ``max_bytes`` (the
-    rest is never read, so a huge answer costs at most ``max_bytes`` of memory)."""
+    rest is never read, so a huge answer costs at most ``max_bytes`` of memory). A
+    compressed body raises TooLarge: inflating it is what a cap cannot bound."""
     if response.request.method == "HEAD":
         return b""  # its Content-Length is that of the body a GET would get
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":  # compressed although we asked for it plain: never inflated
+        raise TooLarge(f"{response.request.url.host}: a {encoding}-encoded answer, refused")
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         return None
@@ -134,10 +146,6 @@ def read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-class TooLarge(Exception):
-    """An answer's body was larger than the caller accepts."""
 
 
 def fetch(http: httpx.Client, method: str, url: str, max_bytes: int,

@@ -22,7 +22,6 @@ import httpx
 
 from exporter import reference
 from exporter.registry import transport
-from exporter.registry.client import parse_retry_after
 from exporter.registry.manifest import RegistryError
 from exporter.registry.policy import RequestPolicy
 from exporter.snapshots import EngineSnapshot, HubRepository, HubSnapshot
@@ -113,10 +112,7 @@ class HubAPI:
             if r.status_code != 401 or not self.username:
                 break
         if r.status_code == 429:  # the policy leaves the API alone for its Retry-After
-            wait = parse_retry_after(r.headers.get("retry-after"))
-            if wait is None:  # a 429 that does not say how long: a minute
-                self.policy.failed(self.host, RegistryError("rate_limited", retry_after=60.0))
-            raise HubRateLimited(f"{self.host}: rate limit: retry after {wait or 60:.0f}s")
+            raise HubRateLimited(f"{self.host}: rate limited (429)")
         remaining = r.headers.get("x-ratelimit-remaining", "")
         if remaining.isascii() and remaining.isdigit() and int(remaining) == 0:
             reset = r.headers.get("x-ratelimit-reset", "")

@@ -53,6 +53,7 @@ MIN_BACKOFF = 30.0  # after a failed check of one tag, doubling up to the interv
 TICK = 60.0
 PUBLISH_WAIT = 1.0  # a tick waits this long for checks before publishing what it has
 ENGINE_WAIT = 30.0
+MAX_QUERY_BYTES = 64 * 1024 * 1024  # Prometheus's answer: a fleet's distinct tags
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
@@ -82,7 +83,7 @@ class Outcome:
     config: str = ""
     signed: bool | None = None
     created: float | None = None
-    retry_at: float | None = None  # the registry may be asked again from then on
+    retry_at: float | None = None  # the registry may be asked again then (time.monotonic)
     manifest: str = ""  # upstream's manifest for this platform
 
 
@@ -142,20 +143,28 @@ class EngineFacts:
     _cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     _hosts: frozenset[str] = frozenset()
-    _read_at: float = 0.0
+    _read: bool = False  # read successfully at least once
+    _next: float = 0.0  # time.monotonic() of the next read
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh(self) -> None:
-        with self._lock:
-            if self.engine is None or (self._read_at and
-                                       time.time() - self._read_at < self.interval):
+        """Read the engine's facts when due. Once they were read, a caller never waits for
+        another's read (a hung engine must not hold up registry checks): it uses what is
+        known. A failed read is tried again after a minute (or the interval)."""
+        if self.engine is None or time.monotonic() < self._next:
+            return
+        if not self._lock.acquire(blocking=not self._read):
+            return
+        try:
+            if time.monotonic() < self._next:
                 return
             try:
                 info = self.engine.info()
                 version = self.engine.version()
             except EngineError as exc:
                 log.debug("cannot read registry settings from the engine: %s", exc)
-                return  # keep what was known; asked again on the next refresh
+                self._next = time.monotonic() + min(60.0, self.interval)
+                return  # keep what was known
             registry_config = info.get("RegistryConfig") or {}
             cidrs = []
             for cidr in registry_config.get("InsecureRegistryCIDRs") or []:
@@ -169,7 +178,9 @@ class EngineFacts:
                 if isinstance(index, dict) and index.get("Secure") is False)
             arch = str(version.get("Arch") or "amd64")
             self._platform = Platform(str(version.get("Os") or "linux"), _ARCH.get(arch, arch))
-            self._read_at = time.time()
+            self._read, self._next = True, time.monotonic() + self.interval
+        finally:
+            self._lock.release()
 
     def platform(self) -> Platform:
         """This host's platform: the configured one, else the engine's."""
@@ -331,7 +342,7 @@ class Checks:
 
     def run(self) -> UpstreamSnapshot:
         current = self.discover()
-        now = time.time()
+        now = time.monotonic()  # due times and retry_at are on the monotonic clock
         wanted = {t.image for t in current}
         with self._lock:
             self._wanted = wanted
@@ -406,7 +417,7 @@ class Checks:
                 self._lock.notify_all()
 
     def _record(self, t: Target, outcome: Outcome) -> None:
-        now = time.time()
+        now, checked = time.monotonic(), time.time()
         known = outcome.status != "unknown"
         with self._lock:
             previous = self.states.get(t.image)
@@ -415,7 +426,7 @@ class Checks:
             upstream_digest=outcome.digest or (previous.upstream_digest if previous else ""),
             upstream_config=outcome.config if known else (
                 previous.upstream_config if previous else ""),
-            checked=now if known else (previous.checked if previous else None),
+            checked=checked if known else (previous.checked if previous else None),
             signed=outcome.signed if known else (previous.signed if previous else None),
             created=outcome.created if known else (previous.created if previous else None),
             upstream_manifest=outcome.manifest if known else (
@@ -493,22 +504,32 @@ class FleetTargets:
         self.include = [re.compile(p) for p in config.upstream_include]
         self.exclude = [re.compile(p) for p in config.upstream_exclude]
         self.http = transport.client(config.upstream_timeout)
+        # The fleet's tags change as hosts pull; the loop ticks every few seconds. Asking
+        # Prometheus once a minute (or interval) is plenty.
+        self.fresh_for = min(60.0, config.upstream_interval)
+        self._known: tuple[float, list[str]] | None = None  # (time.monotonic(), refs)
 
     def discover(self) -> list[str]:
+        if self._known and time.monotonic() - self._known[0] < self.fresh_for:
+            return self._known[1]
         refs = set(self.config.upstream_references)
         url = self.config.upstream_prometheus_url
         if url:
             try:
                 with transport.deadline(self.config.upstream_timeout):
-                    r = self.http.get(f"{url}/api/v1/query", params={"query": self.QUERY})
+                    r = transport.fetch(self.http, "GET", f"{url}/api/v1/query",
+                                        MAX_QUERY_BYTES, params={"query": self.QUERY})
                 r.raise_for_status()
                 result = r.json()["data"]["result"]
-            except (httpx.HTTPError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            except (httpx.HTTPError, transport.TooLarge, ValueError, KeyError, TypeError,
+                    RecursionError) as exc:
                 raise SourceError(f"{redact_url(url)}: query the fleet's tags: "
                                   f"{transport.why(exc)}") from None
             refs.update(str(item.get("metric", {}).get("image", "")) for item in result
                         if isinstance(item, dict))
-        return sorted(r for r in refs if r)
+        found = sorted(r for r in refs if r)
+        self._known = (time.monotonic(), found)
+        return found
 
     def __call__(self) -> list[Target]:
         out = []
@@ -543,6 +564,7 @@ class Upstream:
     content: ContentCache
     store: StateStore
     facts: EngineFacts
+    close: Callable[[], None]  # everything it opened: pool, connections, the state store
 
 
 def request_policy(config: Config) -> RequestPolicy:
@@ -574,7 +596,7 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
         fleet = FleetTargets(config)
         checks = Checks(fleet, DigestCheck(client), central_record(store), client.counters,
                         config.upstream_interval, config.upstream_concurrency,
-                        config.upstream_registry_concurrency)
+                        config.upstream_registry_concurrency, forget=store.forget_tag)
     else:
         checks = Checks(LocalTargets(config, engine_source, facts),
                         DriftCheck(client, content, facts, config.versions_interval),
@@ -602,4 +624,4 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
         return snapshot
 
     source = Source("upstream", read, min(config.upstream_interval, 5.0), close, problems)
-    return Upstream(source, checks, client, content, store, facts)
+    return Upstream(source, checks, client, content, store, facts, close)

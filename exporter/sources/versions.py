@@ -69,6 +69,7 @@ class VersionChecker:
         self._listings: dict[tuple[str, str], _Listing] = {}
         self._retry: dict[tuple[str, str], tuple[int, float]] = {}
         self._cut: set[tuple[str, str]] = set()  # repositories whose tag list was cut
+        self._published: VersionsSnapshot | None = None
         self._candidates: dict[tuple[str, str, str], _Candidate] = {}
         self._results: dict[tuple[str, VersionRule], ImageVersions] = {}
         self._found: dict[tuple[tuple[str, str], float, str, VersionRule], list[Version]] = {}
@@ -136,7 +137,11 @@ class VersionChecker:
                        if (x.image, per_image[x.image]) in fresh)
         containers = tuple((name, image, bool(fresh[(image, rule)].latest))
                            for name, image, rule in per_container if (image, rule) in fresh)
-        return remember(self.store, "versions", VersionsSnapshot(images, containers))
+        snapshot = VersionsSnapshot(images, containers)
+        if snapshot == self._published:
+            snapshot = self._published  # the same object while nothing changed: caches keep
+        self._published = snapshot
+        return remember(self.store, "versions", snapshot)
 
     def _forget(self, repos: list[tuple[str, str]]) -> None:
         """Drop what belongs to repositories no local tag comes from any more."""
@@ -168,7 +173,7 @@ class VersionChecker:
             listing = self._stored(repo)
         if listing is not None and now - listing.read < self.config.versions_interval:
             return listing
-        if retry is not None and retry[1] > now:
+        if retry is not None and retry[1] > time.monotonic():
             return listing  # the last one, however old, until the backoff ends
         try:
             tags, truncated, count = self._read(repo)
@@ -176,7 +181,7 @@ class VersionChecker:
             with self._lock:
                 failures = (retry[0] if retry else 0) + 1
                 wait = backoff.delay(failures, MIN_BACKOFF, self.config.versions_interval)
-                until = now + backoff.jittered(wait, 1.0, 1.1)
+                until = time.monotonic() + backoff.jittered(wait, 1.0, 1.1)
                 if isinstance(exc, RegistryError) and exc.retry_at is not None:
                     until = max(until, exc.retry_at)  # the registry is in back-off
                 self._retry[repo] = (failures, until)

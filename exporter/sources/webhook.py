@@ -17,18 +17,15 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from exporter.registry.manifest import INDEX_TYPES
+from exporter.registry.manifest import MANIFEST_TYPES as CURRENT_MANIFEST_TYPES
 from exporter.timestamps import parse_timestamp
 
-INDEX_TYPES = frozenset({
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-})
-MANIFEST_TYPES = frozenset({
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
+# Old clients still push and pull schema 1 manifests: they are pulls and pushes too.
+MANIFEST_TYPES = CURRENT_MANIFEST_TYPES | {
     "application/vnd.docker.distribution.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
-})
+}
 CONTENT_TYPES = frozenset({
     "application/vnd.docker.distribution.events.v1+json",
     "application/vnd.docker.distribution.events.v2+json",

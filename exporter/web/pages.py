@@ -25,7 +25,6 @@ from exporter.status import (
     exact,
     human_size,
     iso,
-    mask_userinfo,
     registry_reason,
     short_id,
 )
@@ -504,7 +503,7 @@ def _sources(s: Status, now: float) -> str:
 
 
 def config_page(config: Config) -> str:
-    rows = ([f"<code>{e(k)}</code>", f"<code>{e(mask_userinfo(v))}</code>" if v else
+    rows = ([f"<code>{e(k)}</code>", f"<code>{e(v)}</code>" if v else
              '<span class="muted">—</span>'] for k, v in config.shown().items())
     body = ("<h1>Configuration in force</h1>"
             f'<p class="muted">docker-hygiene-exporter {e(__version__)}. Flags, environment and '
