@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import difflib
 import gzip
 import subprocess
 import time
@@ -65,20 +66,33 @@ def test_promtool_finds_no_problem_in_a_real_scrape(dockerd: Dockerd, exporter_f
 def test_concurrent_scrapes_are_consistent(dockerd: Dockerd, exporter_factory) -> None:
     exp = exporter_factory("--docker.host", dockerd.host, "--collector.engine.interval", "1h",
                            "--collector.disk.interval", "1h")
-    # Every source has run once: the registries' answers do not arrive mid-test.
     exp.wait_metrics(lambda m: all(m.get("docker_exporter_collector_success", collector=c) == 1
                                    for c in ("disk", "upstream", "versions")), timeout=60)
 
-    def body(_: int) -> str:
+    def body(_: int = 0) -> str:
         text = exp.scrape_text()
-        # A connected event stream's last success is "now", so it moves between scrapes.
+        # Times that move by themselves: durations, and each loop's last success (an event
+        # stream's is "now"; the upstream loop publishes every few seconds).
         return "\n".join(line for line in text.splitlines()
-                         if line.startswith("docker_") and "duration" not in line
-                         and 'timestamp_seconds{collector="events"}' not in line)
+                          if line.startswith("docker_") and "duration" not in line
+                          and "_last_success_timestamp_seconds" not in line)
 
+    # The session's engine holds earlier tests' images: their checks, versions and signature
+    # lookups may still be arriving. Wait until two bodies, more than an upstream tick apart,
+    # agree, so that what changes below can only be a torn or inconsistent render.
+    previous = [body()]
+
+    def settled() -> bool:
+        time.sleep(6)
+        current = body()
+        same, previous[0] = current == previous[0], current
+        return same
+
+    wait_for(settled, 90, "the exported state to settle", interval=0)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         bodies = set(pool.map(body, range(200)))
-    assert len(bodies) == 1
+    assert len(bodies) == 1, "\n".join(difflib.unified_diff(
+        *(b.splitlines() for b in list(bodies)[:2]), lineterm="", n=0))
 
 
 def test_engine_absent_at_start_then_up(exporter_factory, tmp_path_factory) -> None:
