@@ -32,6 +32,7 @@ EXPORTER_UA = "docker-hygiene-exporter/"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 ACCESS_LOG = re.compile(
     r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<code>\d+) .* "(?P<ua>[^"]*)"$')
 
@@ -338,10 +339,10 @@ def put_index(address: str, repository: str, tag: str,
         })
     body = json.dumps({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "mediaType": DOCKER_LIST,
         "manifests": manifests}, indent=3).encode()
     r = httpx.put(f"http://{address}/v2/{repository}/manifests/{tag}", content=body, headers={
-        "Content-Type": "application/vnd.docker.distribution.manifest.list.v2+json"})
+        "Content-Type": DOCKER_LIST})
     r.raise_for_status()
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
@@ -372,6 +373,17 @@ def put_manifest(address: str, repository: str, tag: str, doc: dict,
                   headers={"Content-Type": media_type})
     r.raise_for_status()
     return digest_of(body)
+
+
+def descriptor(address: str, repository: str, tag: str) -> dict:
+    """What ``tag`` serves, as it is served (an index stays an index), as a descriptor: the
+    subject `cosign sign <tag>` signs."""
+    accept = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+    r = httpx.head(f"http://{address}/v2/{repository}/manifests/{tag}",
+                   headers={"Accept": accept})
+    r.raise_for_status()
+    return {"mediaType": r.headers["content-type"], "digest": r.headers["docker-content-digest"],
+            "size": int(r.headers["content-length"])}
 
 
 def get_manifest(address: str, repository: str, tag: str) -> dict:

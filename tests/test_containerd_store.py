@@ -20,6 +20,7 @@ import pytest
 
 from exporter.sources.engine import Engine, api_key
 from exporter.sources.inventory import EngineReader
+from exporter.timestamps import parse_timestamp
 from tests.engine_standin import (
     DOCKER_25_0,
     DOCKER_27_5,
@@ -31,8 +32,9 @@ from tests.engine_standin import (
     EngineVersion,
     StandinEngine,
 )
-from tests.registries import copy_manifest, delete_manifest, put_index
+from tests.registries import copy_manifest, delete_manifest, descriptor, put_index
 from tests.services import Dockerd, Metrics, Registry
+from tests.test_signatures import SIGN, SLSA, Publisher
 
 SOURCE = "hygiene/c8d-src"
 FAST = ("--collector.engine.interval", "1s", "--collector.disk.interval", "1s",
@@ -340,3 +342,60 @@ def test_a_failed_image_inspect_costs_only_that_images_last_tag_time(
         assert inspected == [f"/v1.48/images/{refs['a']}/json"]  # b's time was kept
     finally:
         reader.engine.close()
+
+
+@pytest.mark.parametrize("version, containerd", [(DOCKER_25_0, True), (DOCKER_29_2, True),
+                                                 (DOCKER_29_2, False)],
+                         ids=["25.0-api1.44-c8d", "29.2-api1.53-c8d", "29.2-api1.53-classic"])
+def test_newer_versions_and_signatures(version: EngineVersion, containerd: bool,
+                                       sources: Sources, registry: Registry, dockerd: Dockerd,
+                                       standin, exporter_factory, tmp_path: Path) -> None:
+    """Newer versions and signatures ask the registry; the engine gives the tag, its
+    RepoDigest and the platform. On the containerd store the image ID is the index digest,
+    the digest a signature names; a newer version counts only with an image for this host's
+    platform."""
+    addr = registry.address
+    store = "c8d" if containerd else "classic"
+    repo = sources.repository(f"hygiene/ver-{store}-{version.api.replace('.', '')}")
+    other = sources.other
+    put_index(addr, repo, "1.0.0", [("src-p1", sources.arch), ("src-o1", other)])
+    put_index(addr, repo, "1.1.0", [("src-r1", sources.arch), ("src-o1", other)])
+    put_index(addr, repo, "1.2.0", [("src-g1", sources.arch)])
+    put_index(addr, repo, "2.0.0", [("src-o2", other)])  # nothing for this platform
+    publisher = Publisher(addr, repo, tmp_path / "oras")
+    signed = descriptor(addr, repo, "1.0.0")
+    assert signed["mediaType"].endswith("manifest.list.v2+json")
+    publisher.bundle(signed, SIGN)  # cosign 3, the referrers tag schema (Distribution 2.8)
+    publisher.bundle(descriptor(addr, repo, "1.1.0"), SLSA)  # an attestation only
+
+    engine = standin(version, sources.arch, containerd)
+
+    def ref(tag: str) -> str:
+        return f"{addr}/{repo}:{tag}"
+
+    ids = {tag: engine.pull(ref(tag), addr) for tag in ("1.0.0", "1.1.0", "1.2.0")}
+    assert (ids["1.0.0"] == signed["digest"]) is containerd
+    engine.run(f"ver-{store}", ref("1.0.0"))
+    exp = exporter_factory("--docker.host", engine.host, "--collector.engine.interval", "1s",
+                           "--upstream.interval", "1s", "--state.path",
+                           str(tmp_path / "state.db"), "--upstream.include", f"^{addr}/{repo}:")
+    tags = ("1.0.0", "1.1.0", "1.2.0")
+    m = exp.wait_metrics(lambda m: all(
+        m.get("docker_image_versions_behind", image=ref(t)) is not None
+        and m.get("docker_image_upstream_signed", image=ref(t)) is not None for t in tags),
+        what="versions and signatures of every tag")
+    assert [status(m, ref(t)) for t in tags] == ["current"] * 3
+    # 1.1.0 and 1.2.0 are newer for this platform; 2.0.0 has no image for it.
+    assert m.select("docker_image_newer_version_info", image=ref("1.0.0")) == [
+        ({"image": ref("1.0.0"), "current": "1.0.0", "latest": "1.2.0"}, 1.0)]
+    assert [m.get("docker_image_versions_behind", image=ref(t)) for t in tags] == [2, 1, 0]
+    assert m.select("docker_image_newer_version_info", image=ref("1.2.0")) == []
+    # Since the earliest newer build for this platform: 1.1.0's (src-r1), built by dockerd.
+    built = dockerd.cli("image", "inspect", "-f", "{{.Created}}", f"{addr}/{SOURCE}:r1").strip()
+    assert m.get("docker_image_newer_version_created_timestamp_seconds", image=ref("1.0.0")) \
+        == pytest.approx(parse_timestamp(built), abs=1e-3)
+    assert m.get("docker_container_newer_version_available", container=f"ver-{store}",
+                 image=ref("1.0.0")) == 1
+    # The signature names the index digest the tag serves; an attestation is no signature.
+    assert [m.get("docker_image_upstream_signed", image=ref(t)) for t in tags] == [1, 0, 0]
+    assert spoken(engine)[:2] == ({"GET"}, {version.api})

@@ -27,6 +27,7 @@ from exporter.timestamps import parse_timestamp
 from tests.registries import (
     OCI_MANIFEST,
     FaultProxy,
+    descriptor,
     digest_of,
     get_manifest,
     push_variant,
@@ -34,8 +35,9 @@ from tests.registries import (
     put_index,
     registry_requests,
 )
-from tests.services import Dockerd, Metrics, Registry
+from tests.services import Dockerd, Metrics, Podman, Registry
 from tests.standins import DockerHub, hub_tag
+from tests.test_signatures import SIGN, Publisher
 from tests.test_upstream import publish_elsewhere, push_version
 
 FAST = ("--upstream.interval", "2s", "--collector.engine.interval", "1s",
@@ -422,3 +424,41 @@ def test_docker_hub_tags_api(registry: Registry, tmp_path_factory, exporter_fact
             hub.stop()
     finally:
         host.stop()
+
+
+@pytest.mark.parametrize("engine", ["dockerd", "podman"], indirect=True)
+def test_newer_version_and_signature_through_either_engine(
+        engine: Dockerd | Podman, registry: Registry, exporter_factory, tmp_path: Path) -> None:
+    """What the engine gives (tag, RepoDigest, platform) is enough on Podman as on Docker:
+    a newer version is found and a signature in the referrers tag schema is seen. Podman
+    pushes OCI manifests and records no digest for a push, so the tag is pulled back."""
+    d = engine
+    name = f"hygiene/found-{d.name}"
+    repo = f"{registry.address}/{name}"
+    push_version(d, f"{repo}:1.1.0", f"{d.name} one one zero")
+    push_version(d, f"{repo}:1.0.0", f"{d.name} one zero zero")
+    d.cli("rmi", f"{repo}:1.0.0", f"{repo}:1.1.0")
+    d.pull(f"{repo}:1.0.0")
+    subject = descriptor(registry.address, name, "1.0.0")
+    Publisher(registry.address, name, tmp_path / "oras").bundle(subject, SIGN)
+    container = f"found-{d.name}"
+    d.cli("run", "-d", "--name", container, *d.RUN, f"{repo}:1.0.0", "/bin/busybox", "sleep",
+          "3600")
+    try:
+        exp = exporter_factory("--docker.host", d.host, *FAST, "--state.path",
+                               str(tmp_path / "state.db"), "--upstream.include",
+                               f"^{re.escape(repo)}:")
+        one = f"{repo}:1.0.0"
+        m = exp.wait_metrics(lambda m: m.get("docker_image_versions_behind", image=one)
+                             is not None and m.get("docker_image_upstream_signed", image=one)
+                             is not None, what="versions and the signature")
+        assert m.select("docker_image_newer_version_info", image=one) == [
+            ({"image": one, "current": "1.0.0", "latest": "1.1.0"}, 1.0)]
+        assert m.get("docker_image_versions_behind", image=one) == 1
+        assert m.get("docker_container_newer_version_available", container=container,
+                     image=one) == 1
+        assert m.get("docker_image_upstream_signed", image=one) == 1
+        assert m.get("docker_image_upstream_status", image=one, status="current",
+                     reason="") == 1
+    finally:
+        d.cli("rm", "-f", container)
