@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import Dockerd, ExporterProcess, Podman, Registry
+from tests.services import Dockerd, ExporterProcess, Podman, Registry, RootlessPodman
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +35,23 @@ def podman(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Iter
         service.close()
 
 
+@pytest.fixture(scope="session")
+def podman_rootless(registry: Registry) -> Iterator[RootlessPodman]:
+    """Podman as an unprivileged user runs it, its socket under $XDG_RUNTIME_DIR."""
+    service = RootlessPodman.create(insecure_registries=(registry.address,))
+    try:
+        service.start()
+        service.make_base_image("hygiene-base:1")
+        yield service
+    finally:
+        service.close()
+
+
 @pytest.fixture(scope="module", params=["dockerd", "podman"])
 def engine(request: pytest.FixtureRequest) -> Dockerd | Podman:
     """The suite's dockerd, then its Podman service: tests that hold for both engines.
-    Both have the interface of tests.services.Dockerd's engine section."""
+    Both have the interface of tests.services.Dockerd's engine section. Tests marked
+    ``EVERY_ENGINE`` also run on rootless Podman."""
     return request.getfixturevalue(request.param)
 
 

@@ -9,21 +9,30 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One test per row of the engine matrix's engines that run here (the `engine` fixture's
+# default is dockerd and rootful Podman).
+EVERY_ENGINE = pytest.mark.parametrize("engine", ["dockerd", "podman", "podman_rootless"],
+                                       indirect=True)
 
 
 def free_port() -> int:
@@ -230,6 +239,10 @@ class Podman:
                 "CONTAINERS_REGISTRIES_CONF": str(self.root / "registries.conf"),
                 "REGISTRY_AUTH_FILE": str(self.root / "auth.json")}
 
+    def _as(self) -> dict[str, Any]:
+        """Who runs podman: root here."""
+        return {}
+
     def start(self, timeout: float = 30.0) -> Podman:
         podman = need("podman")
         for sub in ("tmp", "networks"):
@@ -243,7 +256,7 @@ class Podman:
         log = open(self.root / "podman.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [podman, *self._options(), "system", "service", "--time=0", self.host],
-            stdout=log, stderr=log, start_new_session=True, env=self._env())
+            stdout=log, stderr=log, start_new_session=True, env=self._env(), **self._as())
         transport = httpx.HTTPTransport(uds=str(self.socket))
         with httpx.Client(transport=transport, base_url="http://podman") as client:
             def ping() -> bool:
@@ -281,7 +294,7 @@ class Podman:
         """Run podman on the service's storage (not through its socket)."""
         proc = subprocess.run([need("podman"), *self._options(), *args], input=input,
                               capture_output=True, env={**self._env(), **(env or {})},
-                              cwd=cwd, timeout=timeout)
+                              cwd=cwd, timeout=timeout, **self._as())
         if check and proc.returncode != 0:
             raise RuntimeError(f"podman {' '.join(args)} failed: {proc.stderr.decode()}")
         return proc.stdout.decode()
@@ -315,6 +328,71 @@ class Podman:
 
     def pull(self, ref: str) -> None:
         self.cli("pull", "--tls-verify=false", ref)
+
+
+ROOTLESS_USER = "hygiene-rootless"
+
+
+@dataclass
+class RootlessPodman(Podman):
+    """Podman as an unprivileged user runs it: the service and every CLI call run as that
+    user, in a user namespace mapped from its /etc/subuid and /etc/subgid ranges, with the
+    socket where rootless Podman puts it, ``$XDG_RUNTIME_DIR/podman/podman.sock``.
+
+    The tests run as root: the user is created when missing (useradd gives it the ranges),
+    and the root directory is a fresh one outside pytest's private temporary tree, owned by
+    the user. A machine where rootless Podman cannot run fails here, loudly."""
+
+    name = "podman-rootless"
+    uid: int = 0
+    gid: int = 0
+
+    @classmethod
+    def create(cls, insecure_registries: tuple[str, ...] = ()) -> RootlessPodman:
+        if subprocess.run(["id", "-u", ROOTLESS_USER], capture_output=True).returncode:
+            subprocess.run([need("useradd"), "--create-home", "--user-group", ROOTLESS_USER],
+                           check=True, capture_output=True)
+        entry = pwd.getpwnam(ROOTLESS_USER)
+        for ranges in ("/etc/subuid", "/etc/subgid"):
+            listed = Path(ranges).read_text() if Path(ranges).exists() else ""
+            if not any(line.split(":")[0] == ROOTLESS_USER for line in listed.splitlines()):
+                raise RuntimeError(f"{ROOTLESS_USER} has no range in {ranges}: rootless "
+                                   "Podman needs one")
+        root = Path(tempfile.mkdtemp(prefix="hygiene-rootless-"))
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        service = cls(root, insecure_registries, uid=entry.pw_uid, gid=entry.pw_gid)
+        (root / "xdg").mkdir(mode=0o700)
+        os.chown(root / "xdg", entry.pw_uid, entry.pw_gid)
+        return service
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "xdg" / "podman" / "podman.sock"
+
+    def _as(self) -> dict[str, Any]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+    def _env(self) -> dict[str, str]:
+        entry = pwd.getpwuid(self.uid)
+        return {**super()._env(), "HOME": entry.pw_dir, "USER": entry.pw_name,
+                "LOGNAME": entry.pw_name, "XDG_RUNTIME_DIR": str(self.root / "xdg")}
+
+    def start(self, timeout: float = 30.0) -> Podman:
+        # Files the tests write for podman (configuration, build contexts) are the user's.
+        for sub in ("tmp", "networks", "build", "xdg/podman"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        subprocess.run(["chown", "-R", f"{self.uid}:{self.gid}", str(self.root)], check=True)
+        super().start(timeout)
+        rootless = self.cli("info", "-f", "{{.Host.Security.Rootless}}").strip()
+        if rootless != "true":
+            self.close()
+            raise RuntimeError(f"podman as {ROOTLESS_USER} does not say it is rootless: "
+                               f"{rootless!r}")
+        return self
+
+    def close(self) -> None:
+        super().close()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _busybox_tarball(root: Path) -> Path:

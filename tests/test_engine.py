@@ -13,7 +13,7 @@ import pytest
 
 from exporter.report import human_size
 from tests.proxy import EngineProxy
-from tests.services import Dockerd, Metrics, Podman, wait_for
+from tests.services import EVERY_ENGINE, Dockerd, Metrics, Podman, wait_for
 
 KINDS = {"Images": "images", "Containers": "containers", "Local Volumes": "volumes",
          "Build Cache": "build_cache"}
@@ -50,7 +50,7 @@ def populated(engine: Dockerd | Podman) -> Dockerd | Podman:
 
 def _long_name(d: Dockerd | Podman, tag: str) -> str:
     """The image's fully qualified name, so that labels can be seen to use the short form."""
-    return f"docker.io/library/{tag}" if d.name == "dockerd" else d.local(tag)
+    return d.local(tag) if isinstance(d, Podman) else f"docker.io/library/{tag}"
 
 
 def _ready_exporter(exporter_factory, host: str, *extra: str):
@@ -64,7 +64,7 @@ def _cli_df(d: Dockerd | Podman, cli=None) -> dict[str, dict[str, int | str]]:
     """``system df`` as the engine's CLI prints it, per kind: total, active, size, reclaimable.
     Docker's prints sizes in rounded units; Podman's JSON has the bytes."""
     rows = map(json.loads, (cli or d.cli)("system", "df", "--format", "{{json .}}").splitlines())
-    if d.name == "podman":
+    if isinstance(d, Podman):
         return {KINDS[r["Type"]]: {"total": r["Total"], "active": r["Active"], "size": r["Size"],
                                    "reclaimable": r["Reclaimable"]} for r in rows}
     return {KINDS[r["Type"]]: {"total": int(r["TotalCount"]), "active": int(r["Active"]),
@@ -81,19 +81,20 @@ def _assert_matches_df(metrics: Metrics, rows: dict[str, dict[str, int | str]],
         reclaimable = metrics.get("docker_disk_reclaimable_bytes", kind=kind)
         shown = human_size if isinstance(row["size"], str) else int
         assert metrics.get("docker_disk_objects", kind=kind) == row["total"], (cli_name, kind)
-        if not (cli_name == "podman" and kind == "volumes"):
+        if not (cli_name.startswith("podman") and kind == "volumes"):
             assert metrics.get("docker_disk_active_objects", kind=kind) == row["active"], (
                 cli_name, kind)
         assert shown(usage) == row["size"], (cli_name, kind, usage, row)
         assert shown(reclaimable) == row["reclaimable"], (cli_name, kind, reclaimable, row)
 
 
+@EVERY_ENGINE
 def test_disk_figures_equal_system_df(populated: Dockerd | Podman, exporter_factory) -> None:
     exp = _ready_exporter(exporter_factory, populated.host)
     rows = _cli_df(populated)
     # Every kind is present and non-trivial, so the comparison means something.
-    assert set(rows) == set(KINDS.values()) - ({"build_cache"} if populated.name == "podman"
-                                               else set())
+    podman = isinstance(populated, Podman)
+    assert set(rows) == set(KINDS.values()) - ({"build_cache"} if podman else set())
     for kind in rows:
         assert rows[kind]["total"] > 0, (kind, rows)
     assert 0 < rows["images"]["active"] < rows["images"]["total"]
@@ -103,10 +104,10 @@ def test_disk_figures_equal_system_df(populated: Dockerd | Podman, exporter_fact
     # One volume is in use, by two containers: Docker's CLI counts the volume, Podman's CLI
     # its users; the exporter counts volumes on both.
     assert metrics.get("docker_disk_active_objects", kind="volumes") == 1
-    assert rows["volumes"]["active"] == (2 if populated.name == "podman" else 1)
+    assert rows["volumes"]["active"] == (2 if podman else 1)
     assert metrics.get("docker_disk_reclaimable_bytes", kind="volumes") >= 300000
     assert metrics.get("docker_disk_reclaimable_bytes", kind="containers") >= 5000
-    if populated.name == "podman":
+    if podman:
         # Podman 4's figure adds up every image's Size, so the base layer that the others
         # share is counted once per image (Docker counts each layer once).
         base = int(populated.cli("image", "inspect", "-f", "{{.Size}}", "hygiene-base:1"))
@@ -127,6 +128,7 @@ def _sha(image_id: str) -> str:
     return image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
 
 
+@EVERY_ENGINE
 def test_image_series_match_images(populated: Dockerd | Podman, exporter_factory) -> None:
     d = populated
     exp = _ready_exporter(exporter_factory, d.host)
@@ -155,7 +157,7 @@ def test_image_series_match_images(populated: Dockerd | Podman, exporter_factory
         created = metrics.get("docker_image_created_timestamp_seconds", id=image_id)
         assert created == pytest.approx(_rfc3339(inspect["Created"]), abs=1)
         tagged_at = metrics.get("docker_image_last_tagged_timestamp_seconds", id=image_id)
-        if d.name == "podman":
+        if isinstance(d, Podman):
             assert tagged_at is None  # Podman never sets LastTagTime: no series, not a 0
         elif inspect["Metadata"]["LastTagTime"].startswith("0001-"):
             assert tagged_at is None  # pulled, never tagged here: Docker's zero time
@@ -181,6 +183,7 @@ def _rfc3339(text: str) -> float:
     return value
 
 
+@EVERY_ENGINE
 def test_container_series(populated: Dockerd | Podman, exporter_factory) -> None:
     d = populated
     exp = _ready_exporter(exporter_factory, d.host)

@@ -27,7 +27,15 @@ from exporter.sources.loop import Source
 from exporter.sources.webhook import DistributionWebhook
 from exporter.timestamps import parse_timestamp
 from tests.registries import access_log, put_index
-from tests.services import Dockerd, ExporterProcess, Podman, Registry, wait_for
+from tests.services import (
+    EVERY_ENGINE,
+    Dockerd,
+    ExporterProcess,
+    Podman,
+    Registry,
+    RootlessPodman,
+    wait_for,
+)
 from tests.standins import DockerHub, Harbor, hub_tag
 from tests.test_upstream import push_version
 
@@ -39,6 +47,7 @@ def pulls(exp: ExporterProcess, repository: str) -> float:
     return exp.scrape().get("docker_image_pulls_total", repository=repository) or 0
 
 
+@EVERY_ENGINE
 def test_host_pulls_survive_a_daemon_restart(engine: Dockerd | Podman, registry: Registry,
                                              exporter_factory, tmp_path_factory) -> None:
     ref = f"{registry.address}/hygiene/pulled-{engine.name}:1"
@@ -46,7 +55,12 @@ def test_host_pulls_survive_a_daemon_restart(engine: Dockerd | Podman, registry:
     repo = ref.rsplit(":", 1)[0]
     root = Path(tmp_path_factory.mktemp(f"pulls-{engine.name}", numbered=True))
     # A private engine of the same kind, to restart under the exporter.
-    host = Dockerd(root) if engine.name == "dockerd" else Podman(root, (registry.address,))
+    if isinstance(engine, RootlessPodman):
+        host: Dockerd | Podman = RootlessPodman.create((registry.address,))
+    elif isinstance(engine, Podman):
+        host = Podman(root, (registry.address,))
+    else:
+        host = Dockerd(root)
     host.start()
     try:
         exp = exporter_factory("--docker.host", host.host, *OFF)

@@ -25,7 +25,7 @@ from tests.registries import (
     start_htpasswd_registry,
     start_token_registry,
 )
-from tests.services import Dockerd, Metrics, Podman, Registry
+from tests.services import EVERY_ENGINE, Dockerd, Metrics, Podman, Registry
 
 USER, PASSWORD = "hygiene", "s3cret-pass"
 # The referrers tag schema's tag for a digest (OCI 1.1, on registries without the API).
@@ -113,7 +113,7 @@ def setup(request, registry: Registry, tmp_path: Path, dockerd: Dockerd) -> Setu
 # that it is plain HTTP (no upstream.insecure_registries given).
 @pytest.mark.parametrize(("engine", "setup"), [
     ("dockerd", "anonymous"), ("dockerd", "htpasswd"), ("dockerd", "bearer"),
-    ("podman", "anonymous")], indirect=True)
+    ("podman", "anonymous"), ("podman_rootless", "anonymous")], indirect=True)
 def test_drift_lifecycle(setup: Setup, engine: Dockerd | Podman, exporter_factory,
                          tmp_path: Path):
     d = engine
@@ -358,9 +358,10 @@ def test_filters_and_opt_out_label(registry: Registry, dockerd: Dockerd,
     d.cli("rm", "hygiene-opted")
 
 
+@EVERY_ENGINE
 def test_local_builds_are_no_repo_digest(engine: Dockerd | Podman, exporter_factory) -> None:
     base = engine.local("hygiene-base:1")
-    if engine.name == "podman":
+    if isinstance(engine, Podman):
         # Podman gives localhost/ names a RepoDigest all the same, of a manifest it made.
         assert "localhost/hygiene-base@sha256:" in engine.cli(
             "image", "inspect", "-f", "{{.RepoDigests}}", base)

@@ -35,7 +35,7 @@ from tests.registries import (
     put_index,
     registry_requests,
 )
-from tests.services import Dockerd, Metrics, Podman, Registry
+from tests.services import EVERY_ENGINE, Dockerd, Metrics, Podman, Registry
 from tests.standins import DockerHub, hub_tag
 from tests.test_signatures import SIGN, Publisher
 from tests.test_upstream import publish_elsewhere, push_version
@@ -426,7 +426,7 @@ def test_docker_hub_tags_api(registry: Registry, tmp_path_factory, exporter_fact
         host.stop()
 
 
-@pytest.mark.parametrize("engine", ["dockerd", "podman"], indirect=True)
+@EVERY_ENGINE
 def test_newer_version_and_signature_through_either_engine(
         engine: Dockerd | Podman, registry: Registry, exporter_factory, tmp_path: Path) -> None:
     """What the engine gives (tag, RepoDigest, platform) is enough on Podman as on Docker:
