@@ -339,8 +339,8 @@ class RootlessPodman(Podman):
     user, in a user namespace mapped from its /etc/subuid and /etc/subgid ranges, with the
     socket where rootless Podman puts it, ``$XDG_RUNTIME_DIR/podman/podman.sock``.
 
-    The tests run as root: the user is created when missing (useradd gives it the ranges),
-    and the root directory is a fresh one outside pytest's private temporary tree, owned by
+    The tests run as root: the user is created when missing, with its ranges, and the root
+    directory is a fresh one outside pytest's private temporary tree, owned by
     the user. A machine where rootless Podman cannot run fails here, loudly."""
 
     name = "podman-rootless"
@@ -353,11 +353,12 @@ class RootlessPodman(Podman):
             subprocess.run([need("useradd"), "--create-home", "--user-group", ROOTLESS_USER],
                            check=True, capture_output=True)
         entry = pwd.getpwnam(ROOTLESS_USER)
-        for ranges in ("/etc/subuid", "/etc/subgid"):
+        for ranges, option in (("/etc/subuid", "--add-subuids"), ("/etc/subgid", "--add-subgids")):
             listed = Path(ranges).read_text() if Path(ranges).exists() else ""
             if not any(line.split(":")[0] == ROOTLESS_USER for line in listed.splitlines()):
-                raise RuntimeError(f"{ROOTLESS_USER} has no range in {ranges}: rootless "
-                                   "Podman needs one")
+                # useradd gives new users ranges only where the file already existed.
+                subprocess.run([need("usermod"), option, "300000-365535", ROOTLESS_USER],
+                               check=True, capture_output=True)
         root = Path(tempfile.mkdtemp(prefix="hygiene-rootless-"))
         os.chown(root, entry.pw_uid, entry.pw_gid)
         service = cls(root, insecure_registries, uid=entry.pw_uid, gid=entry.pw_gid)
