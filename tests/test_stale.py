@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.services import EVERY_ENGINE, Dockerd, Podman, Registry
+from tests.services import Dockerd, Podman, Registry
 
 
 def _push_version(d: Dockerd | Podman, ref: str, content: str) -> str:
@@ -14,7 +14,6 @@ def _push_version(d: Dockerd | Podman, ref: str, content: str) -> str:
     return image_id
 
 
-@EVERY_ENGINE
 def test_repulled_tag_makes_container_stale(engine: Dockerd | Podman, registry: Registry,
                                             exporter_factory) -> None:
     d = engine
