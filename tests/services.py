@@ -29,8 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# One test per row of the engine matrix's engines that run here (the `engine` fixture's
-# default is dockerd and rootful Podman).
+# A test marked with this runs on every engine that runs here: dockerd, rootful and rootless
+# Podman (the `engine` fixture alone gives the first two).
 EVERY_ENGINE = pytest.mark.parametrize("engine", ["dockerd", "podman", "podman_rootless"],
                                        indirect=True)
 
@@ -339,9 +339,9 @@ class RootlessPodman(Podman):
     user, in a user namespace mapped from its /etc/subuid and /etc/subgid ranges, with the
     socket where rootless Podman puts it, ``$XDG_RUNTIME_DIR/podman/podman.sock``.
 
-    The tests run as root: the user is created when missing, with its ranges, and the root
-    directory is a fresh one outside pytest's private temporary tree, owned by
-    the user. A machine where rootless Podman cannot run fails here, loudly."""
+    The tests run as root: the user is created when missing, with its ranges; the root
+    directory is a fresh one, owned by the user, outside pytest's temporary tree (which only
+    root may enter). A machine where rootless Podman cannot run fails here, loudly."""
 
     name = "podman-rootless"
     uid: int = 0
