@@ -221,10 +221,11 @@ def _knowledge(k: Knowledge, what: str, now: float) -> str:
         return f"{what}: not known ({k.detail})"
     if k.origin == "check":
         return f"{what}: checked now by this report"
+    # "just now" under 5 s, as the page says it: never "1 seconds".
+    known = ago(k.as_of, now) if k.as_of is not None else "at a time not recorded"
     if k.origin == "state store":
-        return (f"{what}: as the running exporter knew it {_age(k.as_of, now)} ago "
-                f"(state store {k.detail})")
-    return f"{what}: as of {_age(k.as_of, now)} ago"
+        return f"{what}: as the running exporter knew it {known} (state store {k.detail})"
+    return f"{what}: as known {known}"
 
 
 def render(s: Status, oldest: int = 10) -> str:

@@ -108,7 +108,7 @@ def test_report_reads_what_the_running_exporter_saved(scene: Scene, exporter_fac
     out = report(*args)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert re.search(r"^Drift: as the running exporter knew it \d+ seconds ago \(state "
+    assert re.search(r"^Drift: as the running exporter knew it (just now|\d+ seconds ago) \(state "
                      rf"store {re.escape(str(state))}\)$", text, re.M), text
     assert "Newer versions: as the running exporter knew it" in text
     containers = section(text, "CONTAINERS NEEDING ATTENTION")
