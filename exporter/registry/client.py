@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from exporter.locks import KeyedLocks
 from exporter.reference import DOCKER_HUB
 from exporter.registry import transport
 from exporter.registry.credentials import CredentialStore
@@ -103,9 +104,9 @@ class RegistryClient:
         self._schemes: dict[str, str] = {}
         self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
         self._tokens: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
-        self._token_locks = tuple(threading.Lock() for _ in range(64))
+        self._token_locks = KeyedLocks()
         self._heads: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
-        self._first_contact = tuple(threading.Lock() for _ in range(16))
+        self._first_contact = KeyedLocks()
         self._contacted: set[str] = set()
 
     # -- transport ---------------------------------------------------------------------------
@@ -188,7 +189,7 @@ class RegistryClient:
         if not realm.startswith(("https://", "http://")):
             raise RegistryError("auth_failed", "bearer challenge without a usable realm")
         key = (realm, service, scope)
-        with self._token_locks[hash(key) % len(self._token_locks)]:
+        with self._token_locks.hold(key):
             with self._lock:
                 cached = self._tokens.get(key)
             if cached and cached[0] != stale and cached[1] > time.monotonic():
@@ -261,7 +262,7 @@ class RegistryClient:
         if registry not in self._contacted:
             # Learn the registry's scheme and auth challenge once, from GET /v2/ as docker
             # does; the others wait for it instead of each collecting a 401 of their own.
-            with self._first_contact[hash(registry) % len(self._first_contact)]:
+            with self._first_contact.hold(registry):
                 self.policy.refuse_if_blocked(registry)  # the first contact may have failed
                 if registry not in self._contacted:
                     self._ping(registry)

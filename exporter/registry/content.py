@@ -7,9 +7,9 @@ store and never asked for again; drift checks and version checks share them.
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
+from exporter.locks import KeyedLocks
 from exporter.registry.client import RegistryClient
 from exporter.registry.manifest import Manifest, Platform, RegistryError
 from exporter.state import StateStore
@@ -23,16 +23,12 @@ class ContentCache:
     def __init__(self, client: RegistryClient, store: StateStore) -> None:
         self.client = client
         self.store = store
-        # Striped: checks wanting the same digest at once wait for one fetch, without a
-        # lock per digest kept for ever.
-        self._locks = tuple(threading.Lock() for _ in range(64))
-
-    def _once(self, digest: str) -> threading.Lock:
-        return self._locks[hash(digest) % len(self._locks)]
+        # Checks wanting the same digest at once wait for one fetch.
+        self._once = KeyedLocks()
 
     def manifest(self, registry: str, repository: str, digest: str) -> Manifest:
         """A manifest by digest, fetched once however many checks want it at the same time."""
-        with self._once(digest):
+        with self._once.hold(digest):
             cached = self.store.document(digest)
             if cached:
                 return Manifest(digest, cached[0], cached[1])
@@ -42,7 +38,7 @@ class ContentCache:
 
     def config(self, registry: str, repository: str, digest: str) -> dict[str, Any]:
         """An image config blob by digest (os, architecture, created, ...)."""
-        with self._once(digest):
+        with self._once.hold(digest):
             cached = self.store.document(digest)
             if cached:
                 body = cached[1]

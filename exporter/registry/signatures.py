@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from exporter.decisions import signatures
+from exporter.locks import KeyedLocks
 from exporter.registry.client import RegistryClient
 from exporter.registry.content import ContentCache
 from exporter.registry.manifest import RegistryError
@@ -47,7 +48,7 @@ class SignatureFinder:
         self.content = content
         self.remember = remember
         self._api: dict[str, tuple[bool, float]] = {}  # registry -> (serves the API, when)
-        self._probes: dict[str, threading.Lock] = {}
+        self._probes = KeyedLocks()
         self._lock = threading.Lock()
 
     def signed(self, registry: str, repository: str, digest: str) -> bool:
@@ -79,9 +80,7 @@ class SignatureFinder:
         serves = self._serves_api(registry)
         if serves is None:
             # One digest finds out; the others wait for its answer instead of each asking.
-            with self._lock:
-                probe = self._probes.setdefault(registry, threading.Lock())
-            with probe:
+            with self._probes.hold(registry):
                 serves = self._serves_api(registry)
                 if serves is None:
                     return self._ask_api(registry, repository, digest)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from exporter import backoff, reference
 from exporter.config import Config, VersionRule
 from exporter.decisions.versions import Version, newer, parse, rule_for
+from exporter.locks import KeyedLocks
 from exporter.registry.manifest import Platform, RegistryError
 from exporter.snapshots import EngineSnapshot, ImageVersions, VersionsSnapshot
 from exporter.sources.hub import HubAPI, HubError, UpstreamTag
@@ -73,7 +74,7 @@ class VersionChecker:
         self._candidates: dict[tuple[str, str, str], _Candidate] = {}
         self._results: dict[tuple[str, VersionRule], ImageVersions] = {}
         self._found: dict[tuple[tuple[str, str], float, str, VersionRule], list[Version]] = {}
-        self._candidate_locks = tuple(threading.Lock() for _ in range(64))
+        self._candidate_locks = KeyedLocks()
         self.include = [re.compile(p) for p in config.upstream_include]
         self.exclude = [re.compile(p) for p in config.upstream_exclude]
         # Requests in flight are bounded by the request policy, whatever this pool's size.
@@ -267,7 +268,7 @@ class VersionChecker:
         from the Hub API's answer, else from its manifests (kept for versions.interval)."""
         key = (ref.domain, ref.path, tag.name)
         # Rules evaluated side by side share candidates: one of them looks, the others wait.
-        with self._candidate_locks[hash(key) % len(self._candidate_locks)]:
+        with self._candidate_locks.hold(key):
             return self._look_at(key, ref, tag, platform)
 
     def _look_at(self, key: tuple[str, str, str], ref: reference.Reference, tag: UpstreamTag,
