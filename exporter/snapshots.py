@@ -127,6 +127,13 @@ class TagState:
     signed: bool | None = None  # a signature for upstream_digest exists; None: not known
     created: float | None = None  # creation time of upstream's image for this platform
     upstream_manifest: str = ""  # digest of upstream's manifest for this platform, if read
+    decided: str = ""  # the status the last deciding check gave, kept while checks are unknown
+
+    @property
+    def verdict(self) -> str:
+        """The status in force, or while checks cannot decide, the last one decided for this
+        image ("" when none): a registry outage must not look like the drift was fixed."""
+        return self.status if self.status != "unknown" else self.decided
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The state store: what must survive a restart, in SQLite from the standard library.
 
-Drift-since timestamps (so an alert's clock does not restart with the exporter),
+Drift-since timestamps (so an alert's clock does not restart with the exporter), each
+tag's last decided upstream state (so a restart while its registry is unreachable does not
+forget a drift),
 content-addressed registry documents (so a changed digest costs one GET, once), tag lists
 and what their candidate tags hold (read once per versions.interval, restarts included), and
 the last snapshot each source saved (for ``report``). The in-memory dictionaries are the
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter import backoff
 
@@ -48,6 +50,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS documents (
     digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pulled (repository TEXT PRIMARY KEY, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS verdicts (
+    image TEXT PRIMARY KEY, image_id TEXT NOT NULL, status TEXT NOT NULL, checked REAL NOT NULL,
+    upstream_digest TEXT NOT NULL, upstream_config TEXT NOT NULL,
+    upstream_manifest TEXT NOT NULL);
 """
 MAX_DOCUMENT = 4 * 1024 * 1024
 # Documents are kept up to this many bytes in all, the oldest dropped first: content-addressed,
@@ -67,6 +73,18 @@ def default_path() -> str:
         base = os.path.join(os.environ.get("XDG_STATE_HOME")
                             or os.path.expanduser("~/.local/state"), "docker-hygiene-exporter")
     return os.path.join(base, "state.db")
+
+
+class Verdict(NamedTuple):
+    """The upstream state a check last decided for a tag (local mode): shown while later
+    checks cannot decide, also after a restart, as long as the tag names the same image."""
+
+    image_id: str
+    status: str  # current, drifted or platform_unchanged
+    checked: float
+    upstream_digest: str
+    upstream_config: str
+    upstream_manifest: str
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,10 @@ _TABLES = (
     _Table("snapshots", ("name", "taken", "body"), lambda r: (float(r[0]), str(r[1]))),
     _Table("documents", ("digest", "media_type", "body"), lambda r: (str(r[0]), bytes(r[1]))),
     _Table("pulled", ("repository", "seen"), lambda r: float(r[0])),
+    _Table("verdicts", ("image", "image_id", "status", "checked", "upstream_digest",
+                        "upstream_config", "upstream_manifest"),
+           lambda r: Verdict(str(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4]),
+                             str(r[5]))),
 )
 
 
@@ -188,6 +210,7 @@ class StateStore:
         self.candidates: dict[str, tuple[str, bool, float | None, float]] = {}
         self.snapshots: dict[str, tuple[float, str]] = {}
         self.pulled: dict[str, float] = {}  # repository -> when this host was seen pulling it
+        self.verdicts: dict[str, Verdict] = {}  # tag -> its last decided upstream state
         # Keys deleted from memory while the file could not be written: applied to what the
         # file holds when it opens again. (Documents are not tracked: a stale one is harmless.)
         self._deleted: dict[str, set[str]] = {t.name: set() for t in _TABLES}
@@ -470,6 +493,26 @@ class StateStore:
             if repository not in self.pulled:
                 self._put(_PULLED, repository, when)
 
+    def verdict(self, image: str) -> Verdict | None:
+        with self._lock:
+            return self.verdicts.get(image)
+
+    def put_verdict(self, image: str, verdict: Verdict) -> None:
+        """Written when the verdict changes, or its check time by an hour: a check of every
+        tag each cycle need not cost a write each."""
+        with self._lock:
+            kept = self.verdicts.get(image)
+            if kept is None or kept._replace(checked=verdict.checked) != verdict or \
+                    verdict.checked - kept.checked >= 3600:
+                self._put(_VERDICTS, image, verdict)
+
+    def forget_upstream(self, image: str) -> None:
+        """A tag that is no longer local: its drift-since and verdict go."""
+        self.clear_drift(image)
+        with self._lock:
+            if image in self.verdicts or self._db is None:
+                self._drop(_VERDICTS, [image])
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -480,7 +523,7 @@ class StateStore:
                 self._db = None
 
 
-_DRIFT, _TAGS, _TAG_LISTS, _CANDIDATES, _SNAPSHOTS, _DOCUMENTS, _PULLED = _TABLES
+_DRIFT, _TAGS, _TAG_LISTS, _CANDIDATES, _SNAPSHOTS, _DOCUMENTS, _PULLED, _VERDICTS = _TABLES
 
 
 def read_snapshot(path: str, name: str) -> tuple[float, str] | None:

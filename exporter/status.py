@@ -425,7 +425,7 @@ def container_rows(engine: EngineSnapshot, upstream: UpstreamSnapshot | None,
             value = container_state(state, images, c)
             drifted = None if value is None else value == 1
             if drifted:
-                drift_since = state.drift_since if state.status == "drifted" else stale_since
+                drift_since = state.drift_since if state.verdict == "drifted" else stale_since
         v = per_image.get(c.image)
         newer = per_container.get((c.name, c.image), bool(v and v.latest))
         newer_version = (v.latest if v and v.latest else "newer") if newer else ""

@@ -553,13 +553,28 @@ def test_drifted_never_flips_to_current_on_error(proxied, dockerd, exporter_fact
     checked = m.get("docker_image_upstream_last_check_timestamp_seconds", image=ref)
     proxy.mode, proxy.status, proxy.headers = "status", 503, {}
     m = exp.wait_metrics(lambda m: status(m, ref) == "unknown:server_error", what="503")
-    for _ in range(5):
-        m = exp.scrape()
+
+    def kept(m: Metrics) -> None:
+        """Unknown now, but the drift decided before stands: an outage closes no alert."""
         assert m.get("docker_image_upstream_status", image=ref, status="current") == 0
         assert m.get("docker_image_upstream_drift_since_timestamp_seconds", image=ref) == since
         assert m.get("docker_image_upstream_last_check_timestamp_seconds", image=ref) == checked
+        assert m.get("docker_image_upstream_drift", image=ref) == 1
+
+    for _ in range(5):
+        kept(exp.scrape())
         time.sleep(0.5)
-    dockerd.cli("pull", ref)  # leave the tag current for whoever runs next
+    # A restart while the registry still fails: the verdict comes back from the state store.
+    exp.stop()
+    exp.start()
+    m = exp.wait_metrics(lambda m: status(m, ref) == "unknown:server_error",
+                         what="503 after the restart")
+    kept(m)
+    dockerd.cli("pull", ref)  # the tag now names the new image: the old verdict is not its
+    m = exp.wait_metrics(
+        lambda m: m.get("docker_image_upstream_drift", image=ref) is None,
+        what="no verdict for the image pulled while the registry fails")
+    assert status(m, ref) == "unknown:server_error"
 
 
 def test_ratelimit_headers_are_exported(proxied, dockerd, exporter_factory) -> None:

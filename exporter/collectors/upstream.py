@@ -52,7 +52,9 @@ class UpstreamCollector(SnapshotCollector):
         drift = GaugeMetricFamily(
             "docker_image_upstream_drift",
             "1 when the registry serves other content for the tag on this platform, 0 when "
-            "not; absent while the state is unknown." + note, labels=["image"])
+            "not; while checks cannot decide, what the last deciding check said of this local "
+            "image (its time: ..._last_check_timestamp_seconds); absent until one has."
+            + note, labels=["image"])
         since = GaugeMetricFamily(
             "docker_image_upstream_drift_since_timestamp_seconds",
             "When drift of the tag was first seen; survives restarts and failed checks, clears "
@@ -79,8 +81,8 @@ class UpstreamCollector(SnapshotCollector):
                 in_force = value == s.status
                 status.add_metric([s.image, value, s.reason if in_force else ""],
                                   1 if in_force else 0)
-            if s.status != "unknown":
-                drift.add_metric([s.image], 1 if s.status == "drifted" else 0)
+            if s.verdict:
+                drift.add_metric([s.image], 1 if s.verdict == "drifted" else 0)
             if s.drift_since is not None:
                 since.add_metric([s.image], s.drift_since)
             if s.checked is not None:
@@ -94,8 +96,9 @@ class UpstreamCollector(SnapshotCollector):
         containers = GaugeMetricFamily(
             "docker_container_upstream_drift",
             "1 when the container does not run what the registry now serves for its tag "
-            "(the tag drifted, or the container runs an older pull), else 0; absent while "
-            "unknown." + note, labels=["container", "image"])
+            "(the tag drifted, or the container runs an older pull), else 0; like "
+            "docker_image_upstream_drift, kept from the last deciding check while checks "
+            "cannot decide." + note, labels=["container", "image"])
         engine = self.engine.snapshot
         images = {i.id: i for i in engine.images} if engine else {}
         for c in engine.containers if engine else ():

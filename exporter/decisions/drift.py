@@ -121,6 +121,6 @@ def container_state(state: TagState, images: dict[str, Image], container: Contai
     """``container_drift`` of a container whose tag is in ``state``, with the platform
     manifests the engine gave (``images`` by ID): what the metric and the pages both show."""
     tag_image = images.get(state.image_id)
-    return container_drift(state.status, state.image_id, state.upstream_config,
+    return container_drift(state.verdict or "unknown", state.image_id, state.upstream_config,
                            container.image_id, tag_image.platform_manifest if tag_image else "",
                            state.upstream_manifest, container.manifest)

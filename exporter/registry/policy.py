@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 BLOCKING = frozenset({"rate_limited", "timeout", "unreachable", "server_error", "tls_error",
                       "token_error"})
 MIN_BACKOFF = 30.0
-MAX_BACKOFF = 3600.0
+# The longest a failing registry is left alone without a Retry-After: once it answers again,
+# drift is known again within minutes (one request per registry per wait is all it costs).
+MAX_BACKOFF = 300.0
 
 
 def parse_retry_after(header: str | None, now: float | None = None) -> float | None:

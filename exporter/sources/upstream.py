@@ -38,18 +38,20 @@ from exporter.registry import transport
 from exporter.registry.client import RegistryClient
 from exporter.registry.content import ContentCache
 from exporter.registry.manifest import Platform, RegistryError
-from exporter.registry.policy import Counters, RequestPolicy
+from exporter.registry.policy import BLOCKING, MAX_BACKOFF, Counters, RequestPolicy
 from exporter.registry.signatures import SignatureFinder
 from exporter.snapshots import EngineSnapshot, Image, ImageManifest, TagState, UpstreamSnapshot
 from exporter.sources.engine import Engine, EngineError
 from exporter.sources.loop import Problems, Source, SourceError
-from exporter.state import StateStore
+from exporter.state import StateStore, Verdict
 from exporter.status import remember
 from exporter.values import redact_url
 
 log = logging.getLogger(__name__)
 
-MIN_BACKOFF = 30.0  # after a failed check of one tag, doubling up to the interval
+MIN_BACKOFF = 30.0  # after a failed check of one tag, doubling up to the interval, or
+# up to the request policy's MAX_BACKOFF when the registry itself failed: a registry that
+# answers again is asked again within minutes, not after hours of doubling.
 TICK = 60.0
 PUBLISH_WAIT = 1.0  # a tick waits this long for checks before publishing what it has
 ENGINE_WAIT = 30.0
@@ -280,13 +282,26 @@ class DigestCheck:
 
 
 def local_record(store: StateStore) -> Callable[[TagState], TagState]:
-    """Local mode: drift-since is kept in the state store, so it survives restarts."""
+    """Local mode: drift-since and the last decided state are kept in the state store, so
+    they survive restarts, also one while the registry is unreachable."""
 
     def record(state: TagState) -> TagState:
         if state.status == "drifted":
             store.set_drift_since(state.image, time.time())
         elif state.status in ("current", "platform_unchanged"):
             store.clear_drift(state.image)
+        if state.status != "unknown" and state.checked is not None:
+            store.put_verdict(state.image, Verdict(
+                state.image_id, state.status, state.checked, state.upstream_digest,
+                state.upstream_config, state.upstream_manifest))
+        elif not state.decided and state.reason != "no_repo_digest":
+            kept = store.verdict(state.image)
+            if kept is not None and kept.image_id == state.image_id:
+                state = replace(state, decided=kept.status, checked=kept.checked,
+                                upstream_digest=state.upstream_digest or kept.upstream_digest,
+                                upstream_config=state.upstream_config or kept.upstream_config,
+                                upstream_manifest=state.upstream_manifest
+                                or kept.upstream_manifest)
         return replace(state, drift_since=store.drift_since(state.image))
 
     return record
@@ -421,6 +436,7 @@ class Checks:
         known = outcome.status != "unknown"
         with self._lock:
             previous = self.states.get(t.image)
+        same_image = previous is not None and previous.image_id == t.image_id
         state = TagState(
             image=t.image, image_id=t.image_id, status=outcome.status, reason=outcome.reason,
             upstream_digest=outcome.digest or (previous.upstream_digest if previous else ""),
@@ -430,7 +446,9 @@ class Checks:
             signed=outcome.signed if known else (previous.signed if previous else None),
             created=outcome.created if known else (previous.created if previous else None),
             upstream_manifest=outcome.manifest if known else (
-                previous.upstream_manifest if previous else ""))
+                previous.upstream_manifest if previous else ""),
+            decided=outcome.status if known else (
+                previous.decided if previous and same_image else ""))
         with self._lock:
             if t.image not in self._wanted:
                 return  # no longer a local tag: forgotten while it was checked
@@ -445,7 +463,9 @@ class Checks:
                 wait = max(0.0, outcome.retry_at - now)
             else:
                 failures = self._failures[t.image] = self._failures.get(t.image, 0) + 1
-                wait = backoff.delay(failures, MIN_BACKOFF, self.interval)
+                cap = min(self.interval, MAX_BACKOFF) if outcome.reason in BLOCKING \
+                    else self.interval
+                wait = backoff.delay(failures, MIN_BACKOFF, cap)
             self._due[t.image] = now + wait
 
     def snapshot(self) -> UpstreamSnapshot:
@@ -602,7 +622,7 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
                         DriftCheck(client, content, facts, config.versions_interval),
                         local_record(store), client.counters, config.upstream_interval,
                         config.upstream_concurrency, config.upstream_registry_concurrency,
-                        forget=store.clear_drift)
+                        forget=store.forget_upstream)
 
     def close() -> None:
         checks.close()

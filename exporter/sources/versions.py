@@ -23,6 +23,7 @@ from exporter.config import Config, VersionRule
 from exporter.decisions.versions import Version, newer, parse, rule_for
 from exporter.locks import KeyedLocks
 from exporter.registry.manifest import Platform, RegistryError
+from exporter.registry.policy import BLOCKING, MAX_BACKOFF
 from exporter.snapshots import EngineSnapshot, ImageVersions, VersionsSnapshot
 from exporter.sources.hub import HubAPI, HubError, UpstreamTag
 from exporter.sources.loop import Problems, Source, SourceError
@@ -181,7 +182,10 @@ class VersionChecker:
         except (RegistryError, HubError) as exc:
             with self._lock:
                 failures = (retry[0] if retry else 0) + 1
-                wait = backoff.delay(failures, MIN_BACKOFF, self.config.versions_interval)
+                cap = self.config.versions_interval
+                if isinstance(exc, RegistryError) and exc.reason in BLOCKING:
+                    cap = min(cap, MAX_BACKOFF)  # the registry failed, not this repository
+                wait = backoff.delay(failures, MIN_BACKOFF, cap)
                 until = time.monotonic() + backoff.jittered(wait, 1.0, 1.1)
                 if isinstance(exc, RegistryError) and exc.retry_at is not None:
                     until = max(until, exc.retry_at)  # the registry is in back-off
