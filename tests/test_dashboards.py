@@ -23,6 +23,8 @@ from tests.services import need
 DS = {"type": "prometheus", "uid": "${datasource}"}
 UIDS = {"host-overview.json": "docker-hygiene-host", "fleet.json": "docker-hygiene-fleet",
         "registry-pulls.json": "docker-hygiene-registry-pulls"}
+# Dashboards of one host: their instance list must not offer the fleet's central checker.
+HOST_DASHBOARDS = {"host-overview.json"}
 # What the issue asks each dashboard to show, by words in its panel titles.
 REQUIRED_PANELS = {
     "host-overview.json": ["Disk usage by kind", "Reclaimable by kind", "Top images by size",
@@ -70,8 +72,8 @@ def lint_dashboard(name: str, d: dict[str, Any]) -> list[str]:
         problems.append(f"{name}: id must be null (Grafana assigns it)")
     if "docker-hygiene" not in d.get("tags", []):
         problems.append(f"{name}: not tagged docker-hygiene")
-    if d.get("timezone") != "utc":
-        problems.append(f"{name}: timezone {d.get('timezone')!r}, not utc")
+    if d.get("timezone") != "browser":  # the viewer's time zone, not a fixed one
+        problems.append(f"{name}: timezone {d.get('timezone')!r}, not browser")
     variables = {v.get("name"): v for v in d.get("templating", {}).get("list", [])}
     ds = variables.get("datasource", {})
     if ds.get("type") != "datasource" or ds.get("query") != "prometheus":
@@ -115,6 +117,58 @@ def lint_dashboard(name: str, d: dict[str, Any]) -> list[str]:
     return problems
 
 
+def variable_query(d: dict[str, Any], var: str) -> str:
+    v = next((v for v in d.get("templating", {}).get("list", []) if v.get("name") == var), {})
+    query = v.get("query", "")
+    return query.get("query", "") if isinstance(query, dict) else query
+
+
+def lint_host_variables(name: str, d: dict[str, Any], host: set[str],
+                        checker: set[str]) -> list[str]:
+    """A host dashboard's job and instance lists come from a metric that host exporters
+    export and the fleet's central checker does not: picking the checker blanks every panel.
+    """
+    problems = []
+    for var in ("job", "instance"):
+        query = variable_query(d, var)
+        m = re.fullmatch(r"\s*label_values\((.*),\s*[a-zA-Z_]+\s*\)\s*", query)
+        selectors = scan(m.group(1))[0] if m else []
+        if not selectors:
+            problems.append(f"{name}: variable {var} selects no metric: {query!r}")
+        for sel in selectors:
+            if sel.name not in host or sel.name in checker:
+                problems.append(f"{name}: variable {var} reads {sel.name or '{}'}, not a "
+                                "metric of host exporters only (the central checker "
+                                f"exports {sel.name in checker})")
+    return problems
+
+
+def exported(registry: Any) -> set[str]:
+    return {f.name + "_total" if f.type == "counter" else f.name for f in registry.collect()}
+
+
+@pytest.fixture(scope="module")
+def host_and_checker_metrics() -> tuple[set[str], set[str]]:
+    """The metric names a host exporter and the central checker (--upstream.mode=central)
+    export, from the collectors the exporter builds for each."""
+    from exporter.app import Parts, build_registry
+    from exporter.snapshots import TagState, UpstreamSnapshot
+    from exporter.sources.loop import Source
+    from exporter.state import StateStore
+    from tests.test_golden import registry_for_golden
+
+    central: Source[UpstreamSnapshot] = Source("upstream", lambda: None, 60.0)
+    central.snapshot = UpstreamSnapshot((TagState("nginx:1", "", "known", "", "sha256:" + "a" * 64,
+                                                  "", 1.0, None, 1.0),))
+    # The checker reads no engine: build_collectors leaves engine and disk unused.
+    parts = Parts(engine=None, disk=None, upstream=central,  # type: ignore[arg-type]
+                  store=StateStore(None), central=True)
+    checker = build_registry(parts)
+    host, central_names = exported(registry_for_golden()), exported(checker)
+    assert "docker_registry_tag_digest_info" in central_names and "docker_up" in host
+    return host, central_names
+
+
 @pytest.fixture(scope="module")
 def all_dashboards() -> dict[str, dict[str, Any]]:
     return dashboards()
@@ -129,6 +183,12 @@ def test_dashboards_are_the_three_with_fixed_uids(all_dashboards: dict) -> None:
 @pytest.mark.parametrize("name", sorted(UIDS))
 def test_dashboard_lint(all_dashboards: dict, name: str) -> None:
     assert lint_dashboard(name, all_dashboards[name]) == []
+
+
+@pytest.mark.parametrize("name", sorted(HOST_DASHBOARDS))
+def test_host_dashboard_lists_hosts_only(all_dashboards: dict, name: str,
+                                         host_and_checker_metrics: tuple) -> None:
+    assert lint_host_variables(name, all_dashboards[name], *host_and_checker_metrics) == []
 
 
 @pytest.mark.parametrize("name", sorted(UIDS))
@@ -196,7 +256,7 @@ def test_target_lint_accepts_instant_range_and_grouping() -> None:
 @pytest.mark.parametrize(("change", "problem"), [
     (lambda d: d.update(__inputs=[{"name": "DS_PROMETHEUS"}]), "not provisionable"),
     (lambda d: d.update(uid=None), "not a fixed"),
-    (lambda d: d.update(timezone="browser"), "not utc"),
+    (lambda d: d.update(timezone="utc"), "not browser"),
     (lambda d: d.update(tags=[]), "not tagged"),
     (lambda d: d["templating"]["list"].pop(0), "no datasource variable"),
     (lambda d: d["panels"][1].update(datasource={"type": "prometheus", "uid": "abc"}),
@@ -208,4 +268,20 @@ def test_dashboard_lint_catches(all_dashboards: dict, change: Any, problem: str)
     broken = copy.deepcopy(all_dashboards["host-overview.json"])
     change(broken)
     found = lint_dashboard("host-overview.json", broken)
+    assert any(problem in p for p in found), found
+
+
+@pytest.mark.parametrize(("query", "problem"), [
+    ('label_values(docker_exporter_build_info{job=~"$job"}, instance)',
+     "reads docker_exporter_build_info, not a metric of host exporters only"),
+    ('label_values(docker_registry_tag_digest_info{job=~"$job"}, instance)',
+     "reads docker_registry_tag_digest_info"),
+    ("label_values(instance)", "selects no metric"),
+])
+def test_host_variable_lint_catches(all_dashboards: dict, host_and_checker_metrics: tuple,
+                                    query: str, problem: str) -> None:
+    broken = copy.deepcopy(all_dashboards["host-overview.json"])
+    v = next(v for v in broken["templating"]["list"] if v["name"] == "instance")
+    v["query"]["query"] = v["definition"] = query
+    found = lint_host_variables("host-overview.json", broken, *host_and_checker_metrics)
     assert any(problem in p for p in found), found
