@@ -32,10 +32,21 @@ REQUIRED_PANELS = {
                            "Stale containers", "Drifted containers", "Pull rates",
                            "Newer versions", "Update maturity", "Unsigned images running"],
     "fleet.json": ["Hosts wasting most disk", "Images drifted on most hosts",
+                   "Longest-drifted running containers", "Longest-stale running containers",
                    "Registry rate-limit budget", "Upstream check failures",
                    "Newer versions by host", "Update maturity", "Unsigned images running"],
     "registry-pulls.json": ["Docker Hub pulls", "Registry pulls", "Harbor pulls"],
 }
+# The table that lists what each stale or drift count counts, in the same dashboard.
+COUNTED_IN = {
+    ("host-overview.json", "Stale containers"): "Stale containers",
+    ("host-overview.json", "Drifted containers"): "Drifted containers",
+    ("fleet.json", "Stale containers"): "Longest-stale running containers",
+    ("fleet.json", "Drifted containers"): "Longest-drifted running containers",
+}
+# Labels the container:* recording rules do not carry (job, instance, container, image and,
+# for newer versions, latest only): a query that reads them would come back empty.
+NOT_ON_CONTAINER_RULES = {"id", "image_id", "state"}
 
 
 def lint_target(t: Target) -> list[str]:
@@ -51,6 +62,15 @@ def lint_target(t: Target) -> list[str]:
         for label, var in (("job", "$job"), ("instance", "$instance")):
             if sel.matchers.get(label) != ("=~", var):
                 problems.append(f'{where}: {sel.name or "{}"} lacks {label}=~"{var}"')
+    if any(sel.name.startswith("container:") for sel in selectors):
+        used = {label for sel in selectors if sel.name.startswith("container:")
+                for label in sel.matchers}
+        for words in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*"
+                                r"\(([^)]*)\)", t.expr):
+            used |= {w.strip() for w in words.split(",")}
+        if used & NOT_ON_CONTAINER_RULES:
+            problems.append(f"{where}: reads {sorted(used & NOT_ON_CONTAINER_RULES)}, which "
+                            "the container:* recording rules do not carry")
     for r in ranges:
         allowed = {"$__rate_interval", "$__range"} if t.instant else {"$__rate_interval"}
         if r not in allowed:
@@ -169,6 +189,40 @@ def host_and_checker_metrics() -> tuple[set[str], set[str]]:
     return host, central_names
 
 
+def series(panel: dict[str, Any]) -> set[tuple[str, frozenset]]:
+    """What a panel's queries select: metric names with their matchers."""
+    return {(sel.name, frozenset(sel.matchers.items()))
+            for t in panel.get("targets", []) for sel in scan(t.get("expr", ""))[0]}
+
+
+def lint_counts(name: str, d: dict[str, Any]) -> list[str]:
+    """A stale or drift count counts the rows of its table: both select the same series, and
+    both descriptions name what they select. Counting another selection (all containers,
+    a raw metric) made the count say 1 above an empty table."""
+    problems = []
+    by_title = {(p.get("type"), p.get("title")): p for p in panels(d)}
+    for stat in panels(d):
+        title = stat.get("title", "")
+        if stat.get("type") != "stat" or not re.search(r"stale|drift", title, re.I):
+            continue
+        table = by_title.get(("table", COUNTED_IN.get((name, title))))
+        if table is None:
+            problems.append(f"{name} / {title}: no table lists what it counts")
+            continue
+        exprs = [t.get("expr", "") for t in stat.get("targets", [])]
+        if len(exprs) != 1 or not re.match(r"\s*count\(", exprs[0]):
+            problems.append(f"{name} / {title}: not one count() of the table's rows")
+        if series(stat) != series(table):
+            problems.append(f"{name} / {title}: counts {sorted(series(stat))}, but "
+                            f"{table['title']!r} lists {sorted(series(table))}")
+        for panel in (stat, table):
+            for metric in sorted({n for n, _ in series(panel)}):
+                if metric not in panel.get("description", ""):
+                    problems.append(f"{name} / {panel['title']} ({panel['type']}): the "
+                                    f"description does not say it reads {metric}")
+    return problems
+
+
 @pytest.fixture(scope="module")
 def all_dashboards() -> dict[str, dict[str, Any]]:
     return dashboards()
@@ -183,6 +237,13 @@ def test_dashboards_are_the_three_with_fixed_uids(all_dashboards: dict) -> None:
 @pytest.mark.parametrize("name", sorted(UIDS))
 def test_dashboard_lint(all_dashboards: dict, name: str) -> None:
     assert lint_dashboard(name, all_dashboards[name]) == []
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_counts_count_their_tables_rows(all_dashboards: dict, name: str) -> None:
+    assert lint_counts(name, all_dashboards[name]) == []
+    stats = [p["title"] for p in panels(all_dashboards[name]) if p["type"] == "stat"]
+    assert {t for n, t in COUNTED_IN if n == name} <= set(stats)
 
 
 @pytest.mark.parametrize("name", sorted(HOST_DASHBOARDS))
@@ -241,6 +302,10 @@ def _target(expr: str, instant: bool = False) -> Target:
     ('docker_up{job=~"$job", instance=~"$instance"} / on (instance) up', False,
      "up lacks job"),
     ("vector(1)", False, "selects no metric"),
+    ('container:docker_image_age_seconds{job=~"$job", instance=~"$instance", state="running"}',
+     False, "reads ['state']"),
+    ('count by (image_id) (container:docker_image_age_seconds{job=~"$job", '
+     'instance=~"$instance"})', False, "reads ['image_id']"),
 ])
 def test_target_lint_catches(expr: str, instant: bool, problem: str) -> None:
     assert any(problem in p for p in lint_target(_target(expr, instant))), \
@@ -284,4 +349,31 @@ def test_host_variable_lint_catches(all_dashboards: dict, host_and_checker_metri
     v = next(v for v in broken["templating"]["list"] if v["name"] == "instance")
     v["query"]["query"] = v["definition"] = query
     found = lint_host_variables("host-overview.json", broken, *host_and_checker_metrics)
+    assert any(problem in p for p in found), found
+
+
+def _stat(d: dict, title: str) -> dict:
+    return next(p for p in d["panels"] if p["type"] == "stat" and p["title"] == title)
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    # The stat of the issue: stale containers in any state, from the raw metric.
+    (lambda d: _stat(d, "Stale containers")["targets"][0].update(
+        expr='sum(docker_container_image_stale{job=~"$job", instance=~"$instance"})'),
+     "not one count() of the table's rows"),
+    (lambda d: _stat(d, "Stale containers")["targets"][0].update(
+        expr='count(docker_container_image_stale{job=~"$job", instance=~"$instance"} == 1)'),
+     "but 'Stale containers' lists"),
+    (lambda d: _stat(d, "Drifted containers")["targets"][0].update(
+        expr='count(container:docker_upstream_drift_age_seconds{job=~"$job", '
+             'instance=~"$instance"}) or vector(0)'), "but 'Drifted containers' lists"),
+    (lambda d: _stat(d, "Stale containers").update(description="Stale."),
+     "does not say it reads container:docker_image_stale_age_seconds"),
+    (lambda d: _stat(d, "Stale containers").update(title="Stale things"),
+     "no table lists what it counts"),
+])
+def test_count_lint_catches(all_dashboards: dict, change: Any, problem: str) -> None:
+    broken = copy.deepcopy(all_dashboards["host-overview.json"])
+    change(broken)
+    found = lint_counts("host-overview.json", broken)
     assert any(problem in p for p in found), found
