@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.promql import DASHBOARDS, Target, dashboards, panels, scan, substitute, targets
+from tests.promql import (
+    DASHBOARDS,
+    Target,
+    dashboards,
+    panels,
+    rule_files,
+    scan,
+    substitute,
+    targets,
+)
 from tests.services import need
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -44,6 +53,39 @@ COUNTED_IN = {
     ("fleet.json", "Stale containers"): "Longest-stale running containers",
     ("fleet.json", "Drifted containers"): "Longest-drifted running containers",
 }
+# Fields coloured at an alert's threshold, read from the rule: (dashboard, panel title, panel
+# type, field) -> alert. The field is a refId or a column's display name when an override
+# colours it, "" when the panel's defaults do.
+AT_ALERT_THRESHOLD = {
+    ("host-overview.json", "Reclaimable", "stat", ""): "DockerHygieneReclaimableSpaceHigh",
+    ("host-overview.json", "Dangling images", "stat", "B"): "DockerHygieneDanglingImagesLarge",
+    ("host-overview.json", "Dangling images and build cache", "timeseries", "A"):
+        "DockerHygieneDanglingImagesLarge",
+    ("host-overview.json", "Dangling images and build cache", "timeseries", "B"):
+        "DockerHygieneBuildCacheLarge",
+    ("host-overview.json", "Oldest images", "table", ""): "DockerHygieneRunningImageTooOld",
+    ("host-overview.json", "Oldest containers", "table", ""): "DockerHygieneContainerTooOld",
+    ("host-overview.json", "Stale containers", "table", ""): "DockerHygieneContainerImageStale",
+    ("host-overview.json", "Drifted containers", "table", ""): "DockerHygieneContainerDrifted",
+    ("host-overview.json", "Collectors", "table", ""): "DockerHygieneCollectorStale",
+    ("fleet.json", "Hosts wasting most disk", "bargauge", ""):
+        "DockerHygieneReclaimableSpaceHigh",
+    ("fleet.json", "Build cache and dangling images per host", "table", "Build cache"):
+        "DockerHygieneBuildCacheLarge",
+    ("fleet.json", "Build cache and dangling images per host", "table", "Dangling images"):
+        "DockerHygieneDanglingImagesLarge",
+    ("fleet.json", "Longest-drifted running containers", "table", ""):
+        "DockerHygieneContainerDrifted",
+    ("fleet.json", "Longest-stale running containers", "table", ""):
+        "DockerHygieneContainerImageStale",
+    ("fleet.json", "Oldest running images", "table", ""): "DockerHygieneRunningImageTooOld",
+    ("fleet.json", "Registry rate-limit budget", "timeseries", ""):
+        "DockerHygieneRegistryRateLimitLow",
+    ("registry-pulls.json", "Registry rate-limit budget", "timeseries", ""):
+        "DockerHygieneRegistryRateLimitLow",
+}
+# Fields that are no problem by themselves: a neutral colour, never red.
+NEUTRAL = {("host-overview.json", "Dangling images", "stat", "A")}
 # Labels the container:* recording rules do not carry (job, instance, container, image and,
 # for newer versions, latest only): a query that reads them would come back empty.
 NOT_ON_CONTAINER_RULES = {"id", "image_id", "state"}
@@ -132,8 +174,109 @@ def lint_dashboard(name: str, d: dict[str, Any]) -> list[str]:
         for t in panel.get("targets", []):
             if t.get("datasource", DS) != DS:
                 problems.append(f"{name} / {title}: a target names another datasource")
+        defaults = panel.get("fieldConfig", {}).get("defaults", {})
+        if panel.get("type") in ("stat", "bargauge", "gauge") and "thresholds" not in defaults \
+                and defaults.get("color", {}).get("mode") != "fixed":
+            problems.append(f"{name} / {title}: neither thresholds nor a fixed colour "
+                            "(Grafana's default thresholds turn it red at 80)")
+        if not defaults.get("unit") and any(
+                re.search(r"\b(?:i?rate|deriv)\s*\(", t.get("expr", ""))
+                or any(":rate" in sel.name for sel in scan(t.get("expr", ""))[0])
+                for t in panel.get("targets", [])):
+            problems.append(f"{name} / {title}: shows a rate without a unit")
     for t in targets(name, d):
         problems.extend(lint_target(t))
+    return problems
+
+
+def alerts() -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for f in rule_files()
+            for group in yaml.safe_load(f.read_text())["groups"]
+            for r in group["rules"] if "alert" in r}
+
+
+_COMPARISON = re.compile(r"(?<![=!<>])([<>])=?\s*([0-9.]+(?:\s*[*^]\s*[0-9.]+)*)")
+
+
+def number(text: str) -> float:
+    """The value of a rule's constant such as ``5 * 1024 ^ 3`` (``^`` binds tighter)."""
+    value = 1.0
+    for factor in text.split("*"):
+        powers = [float(p) for p in factor.split("^")]
+        result = powers[-1]
+        for base in reversed(powers[:-1]):
+            result = base ** result
+        value *= result
+    return value
+
+
+def alert_threshold(rule: dict[str, Any]) -> tuple[str, float]:
+    """The comparison and the constant of an alert with one comparison against a number."""
+    found = _COMPARISON.findall(rule["expr"])
+    assert len(found) == 1, f"{rule['alert']}: not one comparison with a number: {found}"
+    op, text = found[0]
+    return op, number(text)
+
+
+def field_config(panel: dict[str, Any], field: str) -> dict[str, Any]:
+    """The field config in force for ``field`` (refId, display name or "" for the defaults):
+    the defaults with the properties of the overrides that match it."""
+    fc = panel.get("fieldConfig", {})
+    config = copy.deepcopy(fc.get("defaults", {}))
+    for o in fc.get("overrides", []) if field else []:
+        if o.get("matcher", {}).get("id") in ("byFrameRefID", "byName") \
+                and o["matcher"].get("options") == field:
+            for prop in o.get("properties", []):
+                if prop["id"].startswith("custom."):
+                    config.setdefault("custom", {})[prop["id"][7:]] = prop.get("value")
+                else:
+                    config[prop["id"]] = prop.get("value")
+    return config
+
+
+def lint_thresholds(name: str, d: dict[str, Any], rules: dict[str, dict[str, Any]]
+                    ) -> list[str]:
+    """Fields coloured at an alert's threshold turn red where the alert fires; counts that
+    are no problem by themselves stay neutral; rate-limit budgets are fractions."""
+    problems = []
+    by_key = {(p.get("title"), p.get("type")): p for p in panels(d)}
+    for (dashboard, title, kind, field), alert in AT_ALERT_THRESHOLD.items():
+        if dashboard != name:
+            continue
+        where = f"{name} / {title} ({kind}) {field or 'defaults'}"
+        panel = by_key.get((title, kind))
+        if panel is None:
+            problems.append(f"{where}: no such panel")
+            continue
+        config = field_config(panel, field)
+        op, value = alert_threshold(rules[alert])
+        steps = config.get("thresholds", {}).get("steps", [])
+        reds = [s.get("value") for s in steps if s.get("color") == "red"]
+        if op == ">" and (not reds or reds[0] != value):
+            problems.append(f"{where}: red from {reds[0] if reds else None}, but {alert} fires "
+                            f"above {value:g}")
+        if op == "<" and (reds[:1] != [None] or len(steps) < 2 or steps[1].get("value") != value):
+            problems.append(f"{where}: not red below {value:g}, where {alert} fires: {steps}")
+        if config.get("color", {}).get("mode") == "fixed":
+            problems.append(f"{where}: a fixed colour hides the thresholds")
+        if kind == "table" and config.get("custom", {}).get("cellOptions", {}).get("type") \
+                not in ("color-text", "color-background"):
+            problems.append(f"{where}: the table's cells are not coloured by the thresholds")
+        if kind == "timeseries" and config.get("custom", {}).get(
+                "thresholdsStyle", {}).get("mode", "off") == "off":
+            problems.append(f"{where}: the thresholds are not drawn")
+    for dashboard, title, kind, field in NEUTRAL:
+        panel = by_key.get((title, kind))
+        if dashboard == name and (panel is None or field_config(panel, field).get(
+                "color", {}).get("mode") != "fixed"):
+            problems.append(f"{name} / {title} ({kind}) {field}: not a neutral colour")
+    for panel in panels(d):
+        if "rate-limit budget" in panel.get("title", "").lower():
+            config = field_config(panel, "")
+            got = (config.get("min"), config.get("max"), config.get("unit"))
+            if got != (0, 1, "percentunit"):
+                problems.append(f"{name} / {panel['title']}: min, max, unit {got}, not "
+                                "0, 1, percentunit")
     return problems
 
 
@@ -237,6 +380,19 @@ def test_dashboards_are_the_three_with_fixed_uids(all_dashboards: dict) -> None:
 @pytest.mark.parametrize("name", sorted(UIDS))
 def test_dashboard_lint(all_dashboards: dict, name: str) -> None:
     assert lint_dashboard(name, all_dashboards[name]) == []
+
+
+def test_alert_thresholds_are_read_from_the_rules() -> None:
+    rules = alerts()
+    assert alert_threshold(rules["DockerHygieneDanglingImagesLarge"]) == (">", 5 * 1024 ** 3)
+    assert alert_threshold(rules["DockerHygieneRegistryRateLimitLow"]) == ("<", 0.1)
+    assert alert_threshold(rules["DockerHygieneContainerTooOld"]) == (">", 90 * 86400)
+    assert {a for a in AT_ALERT_THRESHOLD.values()} <= set(rules)
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_thresholds_are_the_alerts(all_dashboards: dict, name: str) -> None:
+    assert lint_thresholds(name, all_dashboards[name], alerts()) == []
 
 
 @pytest.mark.parametrize("name", sorted(UIDS))
@@ -377,3 +533,58 @@ def test_count_lint_catches(all_dashboards: dict, change: Any, problem: str) -> 
     change(broken)
     found = lint_counts("host-overview.json", broken)
     assert any(problem in p for p in found), found
+
+
+def _panel(d: dict, title: str, kind: str | None = None) -> dict:
+    return next(p for p in panels(d) if p["title"] == title and kind in (None, p["type"]))
+
+
+def _steps(*pairs: tuple[str, float | None]) -> dict:
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in pairs]}
+
+
+@pytest.mark.parametrize(("dashboard", "change", "problem"), [
+    # The stat of the issue: a count of dangling images, red at 1.
+    ("host-overview.json", lambda d: _panel(d, "Dangling images", "stat").update(
+        fieldConfig={"defaults": {"thresholds": _steps(("green", None), ("red", 1))},
+                     "overrides": []}), "red from 1, but DockerHygieneDanglingImagesLarge"),
+    ("host-overview.json", lambda d: _panel(d, "Dangling images", "stat")["fieldConfig"][
+        "defaults"].update(color={"mode": "thresholds"}), "A: not a neutral colour"),
+    ("host-overview.json", lambda d: _panel(d, "Reclaimable")["fieldConfig"]["defaults"].update(
+        thresholds=_steps(("green", None), ("red", 10 * 1024 ** 3))),
+     "fires above 2.14748e+10"),
+    ("host-overview.json", lambda d: _panel(d, "Oldest images")["fieldConfig"]["defaults"].pop(
+        "custom"), "cells are not coloured"),
+    ("host-overview.json", lambda d: _panel(d, "Dangling images and build cache")[
+        "fieldConfig"]["defaults"].pop("custom"), "thresholds are not drawn"),
+    ("fleet.json", lambda d: _panel(d, "Build cache and dangling images per host")[
+        "fieldConfig"]["overrides"].pop(0), "Build cache: red from None"),
+    ("fleet.json", lambda d: _panel(d, "Reclaimable")["fieldConfig"]["defaults"].pop("color"),
+     "Reclaimable: neither thresholds nor a fixed colour"),
+    ("fleet.json", lambda d: _panel(d, "Registry rate-limit budget")["fieldConfig"][
+        "defaults"].pop("max"), "min, max, unit (0, None, 'percentunit')"),
+    ("fleet.json", lambda d: _panel(d, "Registry rate-limit budget")["fieldConfig"][
+        "defaults"].update(thresholds=_steps(("green", None))), "not red below 0.1"),
+    ("registry-pulls.json", lambda d: _panel(d, "Registry rate-limit budget")["fieldConfig"][
+        "defaults"].update(thresholds=_steps(("red", None), ("green", 0.2))),
+     "not red below 0.1"),
+])
+def test_threshold_lint_catches(all_dashboards: dict, dashboard: str, change: Any,
+                                problem: str) -> None:
+    broken = copy.deepcopy(all_dashboards[dashboard])
+    change(broken)
+    found = lint_thresholds(dashboard, broken, alerts()) + lint_dashboard(dashboard, broken)
+    assert any(problem in p for p in found), found
+
+
+@pytest.mark.parametrize(("dashboard", "title"), [
+    ("registry-pulls.json", "Pulls per hour by source"),
+    ("registry-pulls.json", "Harbor pulls"),
+    ("host-overview.json", "Pull rates"),
+    ("fleet.json", "Registry errors"),
+])
+def test_rate_unit_lint_catches(all_dashboards: dict, dashboard: str, title: str) -> None:
+    broken = copy.deepcopy(all_dashboards[dashboard])
+    _panel(broken, title)["fieldConfig"]["defaults"].pop("unit")
+    found = lint_dashboard(dashboard, broken)
+    assert f"{dashboard} / {title}: shows a rate without a unit" in found, found
