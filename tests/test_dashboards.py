@@ -26,6 +26,7 @@ from tests.promql import (
     scan,
     substitute,
     targets,
+    value_selectors,
 )
 from tests.services import need
 
@@ -189,10 +190,72 @@ def lint_dashboard(name: str, d: dict[str, Any]) -> list[str]:
     return problems
 
 
+def rules() -> list[dict[str, Any]]:
+    return [r for f in rule_files() for group in yaml.safe_load(f.read_text())["groups"]
+            for r in group["rules"]]
+
+
 def alerts() -> dict[str, dict[str, Any]]:
-    return {r["alert"]: r for f in rule_files()
-            for group in yaml.safe_load(f.read_text())["groups"]
-            for r in group["rules"] if "alert" in r}
+    return {r["alert"]: r for r in rules() if "alert" in r}
+
+
+def alert_data() -> dict[str, set[str]]:
+    """Alert -> the metrics its value comes from, through the recording rules it reads:
+    not the series that only filter it (the right of ``and``/``unless``: running containers,
+    the exporter being up) nor info series (always 1, they bring labels). An alert whose value
+    is an info series (DockerHygieneUnsignedImageRunning) is about what filters it."""
+    records: dict[str, list[str]] = {}
+    for r in rules():
+        if "record" in r:
+            records.setdefault(r["record"], []).append(r["expr"])
+
+    def data(expr: str, seen: frozenset[str]) -> set[str]:
+        names = set()
+        for sel in value_selectors(expr):
+            if sel.name.endswith("_info"):
+                continue
+            names.add(sel.name)
+            for e in records.get(sel.name, []) if sel.name not in seen else []:
+                names |= data(e, seen | {sel.name})
+        return names
+
+    out = {}
+    for name, rule in alerts().items():
+        out[name] = data(rule["expr"], frozenset()) or {
+            sel.name for sel in scan(rule["expr"])[0] if not sel.name.endswith("_info")}
+    return out
+
+
+def lint_alert_links(name: str, d: dict[str, Any], data: dict[str, set[str]],
+                     rules: dict[str, dict[str, Any]]) -> list[str]:
+    """Every panel that reads what an alert is about links to the alert's runbook (the URL
+    of its runbook_url) and names the alert in its description; every runbook link is one."""
+    problems = []
+    for panel in panels(d):
+        if panel.get("type") == "row":
+            continue
+        where = f"{name} / {panel.get('title')}"
+        read = {sel.name for t in panel.get("targets", []) for sel in scan(t.get("expr", ""))[0]}
+        links = {link.get("url"): link for link in panel.get("links", [])}
+        for alert in sorted(a for a, metrics in data.items() if metrics & read):
+            url = rules[alert]["annotations"]["runbook_url"]
+            link = links.get(url)
+            if link is None:
+                problems.append(f"{where}: reads {sorted(data[alert] & read)}, no link to "
+                                f"{alert}'s runbook {url}")
+            elif link.get("title") != f"Runbook: {alert}" or link.get("targetBlank") is not True:
+                problems.append(f"{where}: the link to {url} is not titled 'Runbook: {alert}' "
+                                "or opens in the same tab")
+            if alert not in panel.get("description", ""):
+                problems.append(f"{where}: the description does not name {alert}")
+        for link in panel.get("links", []):
+            title = link.get("title", "")
+            alert = title.removeprefix("Runbook: ")
+            if title.startswith("Runbook: ") and link.get("url") != rules.get(alert, {}).get(
+                    "annotations", {}).get("runbook_url"):
+                problems.append(f"{where}: {title} links {link.get('url')}, not the runbook_url "
+                                f"of an alert {alert}")
+    return problems
 
 
 _COMPARISON = re.compile(r"(?<![=!<>])([<>])=?\s*([0-9.]+(?:\s*[*^]\s*[0-9.]+)*)")
@@ -388,6 +451,32 @@ def test_alert_thresholds_are_read_from_the_rules() -> None:
     assert alert_threshold(rules["DockerHygieneRegistryRateLimitLow"]) == ("<", 0.1)
     assert alert_threshold(rules["DockerHygieneContainerTooOld"]) == (">", 90 * 86400)
     assert {a for a in AT_ALERT_THRESHOLD.values()} <= set(rules)
+
+
+def test_value_selectors_leave_filters_and_label_lists_out() -> None:
+    expr = ('sum by (job, instance) (a{x="(y)"} * on (job) group_left (z) b) and on (job) c '
+            'unless d or label_replace(e, "h", "$1", "i", "(.+?)(?::[0-9]+)?") and (f or g)')
+    assert [sel.name for sel in value_selectors(expr)] == ["a", "b", "e"]
+
+
+def test_what_alerts_are_about() -> None:
+    data = alert_data()
+    assert set(data) == set(alerts())
+    assert data["DockerHygieneUnsignedImageRunning"] == {"docker_image_upstream_signed"}
+    assert data["DockerHygieneContainerImageStale"] == {
+        "container:docker_image_stale_age_seconds", "docker_container_image_stale",
+        "docker_image_last_tagged_timestamp_seconds"}  # not docker_container_info{running}
+    assert data["DockerHygieneRegistryRateLimited"] == {"docker_registry_requests_total"}
+    assert data["DockerHygieneDiskFillingUp"] == {"node_filesystem_avail_bytes"}
+    assert "image:docker_fleet_drift" in data["DockerHygieneFleetContainerDrifted"]
+    assert {"repository:docker_pulls:rate1h", "docker_harbor_repository_pulls_total"} <= \
+        data["DockerHygienePullSurge"]
+    assert all(data.values())
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_panels_link_their_alerts_runbooks(all_dashboards: dict, name: str) -> None:
+    assert lint_alert_links(name, all_dashboards[name], alert_data(), alerts()) == []
 
 
 @pytest.mark.parametrize("name", sorted(UIDS))
@@ -588,3 +677,28 @@ def test_rate_unit_lint_catches(all_dashboards: dict, dashboard: str, title: str
     _panel(broken, title)["fieldConfig"]["defaults"].pop("unit")
     found = lint_dashboard(dashboard, broken)
     assert f"{dashboard} / {title}: shows a rate without a unit" in found, found
+
+
+@pytest.mark.parametrize(("dashboard", "change", "problem"), [
+    ("host-overview.json", lambda d: _panel(d, "Dangling images", "stat").pop("links"),
+     "no link to DockerHygieneDanglingImagesLarge's runbook"),
+    ("fleet.json", lambda d: _panel(d, "Drifted containers")["links"].pop(1),
+     "no link to DockerHygieneFleetContainerDrifted's runbook"),
+    ("registry-pulls.json", lambda d: _panel(d, "Pulls per hour by source").update(
+        description="Pulls."), "the description does not name DockerHygienePullSurge"),
+    ("registry-pulls.json", lambda d: _panel(d, "Registry rate-limit budget")["links"][0].update(
+        targetBlank=False), "opens in the same tab"),
+    ("host-overview.json", lambda d: _panel(d, "Top images by size").update(links=[
+        {"title": "Runbook: DockerHygieneImageHuge", "url": "https://x/runbook.md#huge"}]),
+     "not the runbook_url of an alert DockerHygieneImageHuge"),
+    # A panel that starts reading an alert's metric needs the link too.
+    ("registry-pulls.json", lambda d: _panel(d, "Registry pushes")["targets"][0].update(
+        expr='sum(rate(docker_registry_pulls_total{job=~"$job", instance=~"$instance"}'
+             '[$__rate_interval]))'), "no link to DockerHygienePullSurge's runbook"),
+])
+def test_alert_link_lint_catches(all_dashboards: dict, dashboard: str, change: Any,
+                                 problem: str) -> None:
+    broken = copy.deepcopy(all_dashboards[dashboard])
+    change(broken)
+    found = lint_alert_links(dashboard, broken, alert_data(), alerts())
+    assert any(problem in p for p in found), found
