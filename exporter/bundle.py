@@ -2,13 +2,14 @@
 
 They ship inside the package (``exporter/assets``) so that a pip install has them; in the
 repository, the top-level ``alerts/`` and ``dashboards/`` are symlinks to the same files.
-Writing them out can replace the rules' job matcher and runbook location, the two things a
-deployment usually has to adapt.
+Writing them out can replace the rules' job matcher and runbook location (in the rules and
+the dashboards' links), the two things a deployment usually has to adapt.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -48,7 +49,13 @@ def files() -> Iterator[tuple[str, bytes]]:
 
 def render(rel: str, data: bytes, job_matcher: str = DEFAULT_JOB_MATCHER,
            runbook_url: str = RUNBOOK_URL) -> bytes:
-    """The file as written: rule files get the job matcher and runbook URL asked for."""
+    """The file as written: rule files get the job matcher and runbook URL asked for, the
+    dashboards' panel links to the runbook the same URL (they select jobs with a variable)."""
+    if rel.startswith("dashboards/") and rel.endswith(".json"):
+        if runbook_url == RUNBOOK_URL:
+            return data
+        url = json.dumps(runbook_url)[1:-1]  # as it reads inside a JSON string
+        return data.decode("utf-8").replace(f'"{RUNBOOK_URL}#', f'"{url}#').encode("utf-8")
     if not (rel.startswith("alerts/") and rel.endswith(".rules.yml")):
         return data
     text = data.decode("utf-8").replace(DEFAULT_JOB_MATCHER, job_matcher)
@@ -80,7 +87,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. 'job=\"docker\"' (default: %(default)s)")
     p.add_argument("--runbook-url", default=RUNBOOK_URL, metavar="URL",
                    help="where runbook.md is served, e.g. a copy on your wiki; each alert's "
-                        "runbook_url is this plus #<alert name in lower case>")
+                        "runbook_url, and the dashboards' links to it, is this plus "
+                        "#<alert name in lower case>")
 
 
 def run(args: argparse.Namespace) -> int:

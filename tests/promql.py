@@ -111,6 +111,80 @@ def scan(expr: str) -> tuple[list[Selector], list[str]]:
     return selectors, ranges
 
 
+def _groups(expr: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each top-level parenthesised group of ``expr``, parentheses included;
+    strings are skipped."""
+    depth, start, i = 0, 0, 0
+    while i < len(expr):
+        c = expr[i]
+        if c in "\"'`":
+            i = _string_end(expr, i)
+            continue
+        if c == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                yield start, i + 1
+        i += 1
+
+
+def _operands(expr: str) -> list[tuple[str, str]]:
+    """``expr`` split at its top-level set operators: (operator before, operand), the first
+    with operator "". ``and``/``unless`` bind tighter than ``or``, all to the left, so an
+    operand after ``and``/``unless`` only filters the one before it."""
+    cuts = []
+    outside = list(expr)
+    for start, end in _groups(expr):
+        outside[start:end] = " " * (end - start)
+    text = "".join(outside)
+    i = 0
+    while i < len(text):  # strings outside parentheses are selectors' matchers: skip them
+        if text[i] in "\"'`":
+            i = _string_end(text, i)
+        elif text[i] == "{":
+            i = _braces(text, i)[1]
+        else:
+            m = re.compile(r"(?<![a-zA-Z0-9_:])(and|or|unless)(?![a-zA-Z0-9_:])").match(text, i)
+            if m:
+                cuts.append((m.start(), m.end(), m.group(1)))
+                i = m.end()
+            else:
+                i += 1
+    out, pos, op = [], 0, ""
+    for start, end, word in cuts:
+        out.append((op, expr[pos:start]))
+        pos, op = end, word
+    out.append((op, expr[pos:]))
+    return out
+
+
+def value_selectors(expr: str) -> list[Selector]:
+    """The selectors whose values make up ``expr``'s value: not the right operands of
+    ``and`` and ``unless``, which only filter (e.g. ``... and on (container)
+    docker_container_info{state="running"}``); label lists of ``by``, ``on`` and the like are
+    not selectors either."""
+    out: list[Selector] = []
+    for op, operand in _operands(expr):
+        if op in ("and", "unless"):
+            continue
+        groups = list(_groups(operand))
+        outside, pos = [], 0
+        for start, end in groups:  # keep "f()" so that scan() still sees a function
+            outside.append(operand[pos:start + 1] + ")")
+            pos = end
+        outside.append(operand[pos:])
+        out.extend(scan("".join(outside))[0])
+        for start, end in groups:
+            before = operand[:start].rstrip()
+            if re.search(r"(?<![a-zA-Z0-9_:])(" + "|".join(GROUPING) + r")$", before):
+                continue  # a label list
+            out.extend(value_selectors(operand[start + 1:end - 1]))
+    return out
+
+
 # -- dashboards --------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from a built package (not only from this checkout), and adapts the job matcher a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -72,9 +73,15 @@ def test_bundle_replaces_job_matcher_and_runbook(tmp_path: Path) -> None:
     check = subprocess.run([need("promtool"), "check", "rules", *map(str, rules)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    # Dashboards select jobs with their own variable: unchanged.
-    assert (out / "dashboards" / "fleet.json").read_bytes() == \
-        (DASHBOARDS / "fleet.json").read_bytes()
+    # Dashboards select jobs with their own variable; their links to the runbook follow the
+    # rules': otherwise unchanged.
+    for source in sorted(DASHBOARDS.glob("*.json")):
+        text = (out / "dashboards" / source.name).read_text()
+        assert text == source.read_text().replace(
+            f'"{bundle.RUNBOOK_URL}#', '"https://wiki.example/docker/runbook#'), source.name
+        links = [link["url"] for p in json.loads(text)["panels"] for link in p.get("links", [])]
+        assert links and all(u.startswith("https://wiki.example/docker/runbook#dockerhygiene")
+                             for u in links), (source.name, links)
 
 
 def test_bundle_refuses_bad_arguments(tmp_path: Path) -> None:
