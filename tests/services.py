@@ -528,9 +528,10 @@ class Prometheus:
     """The prometheus binary on a loopback port, with its own TSDB directory."""
 
     def __init__(self, root: Path, targets: list[str], rules: list[Path],
-                 job: str = "docker-hygiene") -> None:
+                 job: str = "docker-hygiene", alertmanager: str | None = None) -> None:
         self.root = root
         self.job = job
+        self.alertmanager = alertmanager  # host:port that alerts are sent to
         self.port = free_port()
         self.targets = targets
         self.rules = rules
@@ -544,13 +545,17 @@ class Prometheus:
         binary = need("prometheus")
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "prometheus.yml"
-        config.write_text(yaml.safe_dump({
+        settings: dict = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
                        "evaluation_interval": "1s"},
             "rule_files": [str(r) for r in self.rules],
             "scrape_configs": [{"job_name": self.job,
                                 "static_configs": [{"targets": self.targets}]}],
-        }))
+        }
+        if self.alertmanager:
+            settings["alerting"] = {"alertmanagers": [
+                {"static_configs": [{"targets": [self.alertmanager]}]}]}
+        config.write_text(yaml.safe_dump(settings))
         log = open(self.root / "prometheus.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={self.root / 'data'}",
@@ -582,6 +587,55 @@ class Prometheus:
 
     def query(self, expr: str) -> list[dict]:
         return self.api("query", query=expr)["result"]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
+class Alertmanager:
+    """The prometheus-alertmanager binary on a loopback port, clustering off."""
+
+    def __init__(self, root: Path, config: dict) -> None:
+        self.root = root
+        self.config = config
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Alertmanager:
+        binary = need("prometheus-alertmanager")
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "alertmanager.yml"
+        config.write_text(yaml.safe_dump(self.config))
+        log = open(self.root / "alertmanager.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.path={self.root / 'data'}",
+             f"--web.listen-address={self.address}", "--cluster.listen-address="],
+            stdout=log, stderr=log, start_new_session=True, cwd=self.root)
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError("alertmanager exited:\n" + self.log()[-3000:])
+            return httpx.get(f"http://{self.address}/-/ready", timeout=1).status_code == 200
+
+        try:
+            wait_for(ready, 30, "alertmanager to be ready")
+        except (TimeoutError, RuntimeError) as exc:
+            self.stop()
+            raise RuntimeError(f"alertmanager did not start: {exc}\n{self.log()[-3000:]}") \
+                from None
+        return self
+
+    def log(self) -> str:
+        return (self.root / "alertmanager.log").read_text(errors="replace")
+
+    def alerts(self) -> list[dict]:
+        return httpx.get(f"http://{self.address}/api/v2/alerts", timeout=10).json()
 
     def stop(self) -> None:
         if self.proc is not None:
