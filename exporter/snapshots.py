@@ -31,7 +31,9 @@ class Image:
     repo_digests: tuple[str, ...]  # "repository@sha256:..." forms, as in RepoDigests
     size: int
     created: float
-    last_tagged: float | None  # Metadata.LastTagTime; None when the engine has none
+    # Metadata.LastTagTime, else when the exporter first saw it under a tag (the latest of its
+    # tags); None for a dangling image the engine has no LastTagTime for.
+    last_tagged: float | None
     containers: int  # containers (any state) created from this image ID
     # The image's platform manifests (API 1.47+ with a containerd store; else empty) ...
     manifests: tuple[ImageManifest, ...] = ()

@@ -2,9 +2,10 @@
 
 Drift-since timestamps (so an alert's clock does not restart with the exporter),
 content-addressed registry documents (so a changed digest costs one GET, once), tag lists
-and what their candidate tags hold (read once per versions.interval, restarts included), and
-the last snapshot each source saved (for ``report``). The in-memory dictionaries are the
-truth; SQLite is written through.
+and what their candidate tags hold (read once per versions.interval, restarts included), the
+last snapshot each source saved (for ``report``), and when each local tag was first seen
+naming its image ID (where the engine records no LastTagTime). The in-memory dictionaries are
+the truth; SQLite is written through.
 
 No one failure costs more than it must:
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import backoff
+from exporter.decisions.tagged import TagSeen
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS documents (
     digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pulled (repository TEXT PRIMARY KEY, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tag_seen (
+    tag TEXT PRIMARY KEY, image TEXT NOT NULL, seen REAL NOT NULL, after REAL NOT NULL);
 """
 MAX_DOCUMENT = 4 * 1024 * 1024
 # Documents are kept up to this many bytes in all, the oldest dropped first: content-addressed,
@@ -99,10 +103,14 @@ _TABLES = (
     _Table("snapshots", ("name", "taken", "body"), lambda r: (float(r[0]), str(r[1]))),
     _Table("documents", ("digest", "media_type", "body"), lambda r: (str(r[0]), bytes(r[1]))),
     _Table("pulled", ("repository", "seen"), lambda r: float(r[0])),
+    _Table("tag_seen", ("tag", "image", "seen", "after"),
+           lambda r: TagSeen(str(r[0]), float(r[1]), float(r[2]))),
 )
 
 
 def _row(key: str, value: Any) -> tuple[Any, ...]:
+    if isinstance(value, TagSeen):
+        return key, value.image, value.seen, value.after
     return (key, *value) if isinstance(value, tuple) else (key, value)
 
 
@@ -188,6 +196,7 @@ class StateStore:
         self.candidates: dict[str, tuple[str, bool, float | None, float]] = {}
         self.snapshots: dict[str, tuple[float, str]] = {}
         self.pulled: dict[str, float] = {}  # repository -> when this host was seen pulling it
+        self.tag_seen: dict[str, TagSeen] = {}  # tag -> the image ID it names, since when
         # Keys deleted from memory while the file could not be written: applied to what the
         # file holds when it opens again. (Documents are not tracked: a stale one is harmless.)
         self._deleted: dict[str, set[str]] = {t.name: set() for t in _TABLES}
@@ -470,6 +479,23 @@ class StateStore:
             if repository not in self.pulled:
                 self._put(_PULLED, repository, when)
 
+    def tags_seen(self) -> dict[str, TagSeen]:
+        """Per local tag, the image ID it names and when this exporter first saw it name it,
+        across restarts (decisions/tagged.py)."""
+        with self._lock:
+            return dict(self.tag_seen)
+
+    def keep_tags_seen(self, records: dict[str, TagSeen]) -> None:
+        """Make the tags seen exactly ``records``: what changed is written in one commit,
+        tags not in it are forgotten."""
+        with self._lock:
+            changed = {k: v for k, v in records.items() if self.tag_seen.get(k) != v}
+            self._drop(_TAG_SEEN, set(self.tag_seen) - set(records))
+            if changed:
+                self.tag_seen.update(changed)
+                self._deleted[_TAG_SEEN.name].difference_update(changed)
+                self._execute(_TAG_SEEN.upsert, [_row(k, v) for k, v in changed.items()])
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -480,7 +506,7 @@ class StateStore:
                 self._db = None
 
 
-_DRIFT, _TAGS, _TAG_LISTS, _CANDIDATES, _SNAPSHOTS, _DOCUMENTS, _PULLED = _TABLES
+_DRIFT, _TAGS, _TAG_LISTS, _CANDIDATES, _SNAPSHOTS, _DOCUMENTS, _PULLED, _TAG_SEEN = _TABLES
 
 
 def read_snapshot(path: str, name: str) -> tuple[float, str] | None:

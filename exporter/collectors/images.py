@@ -71,8 +71,10 @@ class ImagesCollector(SnapshotCollector):
             "When the image was built, from its config." + note, labels=["id"])
         tagged = GaugeMetricFamily(
             "docker_image_last_tagged_timestamp_seconds",
-            "When this host last pulled or tagged the image (the engine's LastTagTime)." + note,
-            labels=["id"])
+            "When this host last pulled or tagged the image: the engine's LastTagTime, or else "
+            "the first time this exporter saw it under the tag (kept across restarts; on the "
+            "first start on a host, every tag is first seen at that start). Absent for a "
+            "dangling image without LastTagTime." + note, labels=["id"])
         dangling = dangling_bytes = 0
         for image in snap.images:
             for row in info_rows(image):
