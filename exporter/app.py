@@ -77,7 +77,7 @@ def build_collectors(parts: Parts) -> list[Any]:
     collectors: list[Any] = [
         ExporterCollector(parts.engine, parts.sources, parts.store),
         DiskCollector(parts.disk),
-        ImagesCollector(parts.engine),
+        ImagesCollector(parts.engine, parts.disk),
         ContainersCollector(parts.engine),
     ]
     if parts.upstream is not None:

@@ -103,6 +103,9 @@ class DiskSnapshot:
     build_cache: KindUsage | None  # None: the engine has no such thing (Podman)
     # Each volume, where the engine lists them (API 1.52+ only with verbose, so maybe empty).
     volume_items: tuple[Volume, ...] = ()
+    # What ``docker image prune`` (dangling only) would free: the unique bytes of the dangling
+    # images no container uses. None where the answer lists no images (API 1.53+ summaries).
+    dangling_unused: int | None = None
 
     def by_kind(self) -> dict[str, KindUsage]:
         """The kinds the engine has."""

@@ -151,7 +151,9 @@ def test_image_series_match_images(populated: Dockerd | Podman, exporter_factory
         assert metrics.get("docker_image_info", id=image_id, tag="<none>") == 1
     dangling_sizes = sum(int(d.cli("image", "inspect", "-f", "{{.Size}}", i))
                          for i in dangling)
-    assert metrics.get("docker_images_dangling_bytes") == dangling_sizes
+    # What a prune frees (tests/test_prune.py): the dangling build's own small layer, not
+    # the base image it shares.
+    assert 0 < metrics.get("docker_images_dangling_bytes") < dangling_sizes / 2
 
     for image_id in {i for _, i in tagged}:
         inspect = json.loads(d.cli("image", "inspect", image_id))[0]
