@@ -77,7 +77,7 @@ def build_collectors(parts: Parts) -> list[Any]:
     collectors: list[Any] = [
         ExporterCollector(parts.engine, parts.sources, parts.store),
         DiskCollector(parts.disk),
-        ImagesCollector(parts.engine),
+        ImagesCollector(parts.engine, parts.disk),
         ContainersCollector(parts.engine),
     ]
     if parts.upstream is not None:
@@ -113,8 +113,11 @@ class Exporter:
                                  max(1.0, 4 * config.collector_engine_interval), problems,
                                  store=store)
         seen_pulled = events.pulled_repositories if events is not None else frozenset
+        # Tags' first sight: in the state store when there is one, else for this process only.
+        reader = EngineReader(engine, seen_pulled, store or StateStore(None),
+                              events.pull_times if events is not None else dict)
         parts = Parts(
-            engine=Source("engine", EngineReader(engine, seen_pulled).read,
+            engine=Source("engine", reader.read,
                           config.collector_engine_interval, engine.close, problems),
             disk=Source("disk", DiskReader(disk_engine).read, config.collector_disk_interval,
                         disk_engine.close, problems),

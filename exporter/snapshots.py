@@ -31,7 +31,9 @@ class Image:
     repo_digests: tuple[str, ...]  # "repository@sha256:..." forms, as in RepoDigests
     size: int
     created: float
-    last_tagged: float | None  # Metadata.LastTagTime; None when the engine has none
+    # Metadata.LastTagTime, else when the exporter first saw it under a tag (the latest of its
+    # tags); None for a dangling image the engine has no LastTagTime for.
+    last_tagged: float | None
     containers: int  # containers (any state) created from this image ID
     # The image's platform manifests (API 1.47+ with a containerd store; else empty) ...
     manifests: tuple[ImageManifest, ...] = ()
@@ -101,6 +103,9 @@ class DiskSnapshot:
     build_cache: KindUsage | None  # None: the engine has no such thing (Podman)
     # Each volume, where the engine lists them (API 1.52+ only with verbose, so maybe empty).
     volume_items: tuple[Volume, ...] = ()
+    # What ``docker image prune`` (dangling only) would free: the unique bytes of the dangling
+    # images no container uses. None where the answer lists no images (API 1.53+ summaries).
+    dangling_unused: int | None = None
 
     def by_kind(self) -> dict[str, KindUsage]:
         """The kinds the engine has."""

@@ -4,9 +4,10 @@ Drift-since timestamps (so an alert's clock does not restart with the exporter),
 tag's last decided upstream state (so a restart while its registry is unreachable does not
 forget a drift),
 content-addressed registry documents (so a changed digest costs one GET, once), tag lists
-and what their candidate tags hold (read once per versions.interval, restarts included), and
-the last snapshot each source saved (for ``report``). The in-memory dictionaries are the
-truth; SQLite is written through.
+and what their candidate tags hold (read once per versions.interval, restarts included), the
+last snapshot each source saved (for ``report``), and when each local tag was first seen
+naming its image ID (where the engine records no LastTagTime). The in-memory dictionaries are
+the truth; SQLite is written through.
 
 No one failure costs more than it must:
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from exporter import backoff
+from exporter.decisions.tagged import TagSeen
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ CREATE TABLE IF NOT EXISTS verdicts (
     image TEXT PRIMARY KEY, image_id TEXT NOT NULL, status TEXT NOT NULL, checked REAL NOT NULL,
     upstream_digest TEXT NOT NULL, upstream_config TEXT NOT NULL,
     upstream_manifest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tag_seen (
+    tag TEXT PRIMARY KEY, image TEXT NOT NULL, seen REAL NOT NULL, after REAL NOT NULL);
 """
 MAX_DOCUMENT = 4 * 1024 * 1024
 # Documents are kept up to this many bytes in all, the oldest dropped first: content-addressed,
@@ -121,10 +125,14 @@ _TABLES = (
                         "upstream_config", "upstream_manifest"),
            lambda r: Verdict(str(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4]),
                              str(r[5]))),
+    _Table("tag_seen", ("tag", "image", "seen", "after"),
+           lambda r: TagSeen(str(r[0]), float(r[1]), float(r[2]))),
 )
 
 
 def _row(key: str, value: Any) -> tuple[Any, ...]:
+    if isinstance(value, TagSeen):
+        return key, value.image, value.seen, value.after
     return (key, *value) if isinstance(value, tuple) else (key, value)
 
 
@@ -211,6 +219,7 @@ class StateStore:
         self.snapshots: dict[str, tuple[float, str]] = {}
         self.pulled: dict[str, float] = {}  # repository -> when this host was seen pulling it
         self.verdicts: dict[str, Verdict] = {}  # tag -> its last decided upstream state
+        self.tag_seen: dict[str, TagSeen] = {}  # tag -> the image ID it names, since when
         # Keys deleted from memory while the file could not be written: applied to what the
         # file holds when it opens again. (Documents are not tracked: a stale one is harmless.)
         self._deleted: dict[str, set[str]] = {t.name: set() for t in _TABLES}
@@ -513,6 +522,23 @@ class StateStore:
             if image in self.verdicts or self._db is None:
                 self._drop(_VERDICTS, [image])
 
+    def tags_seen(self) -> dict[str, TagSeen]:
+        """Per local tag, the image ID it names and when this exporter first saw it name it,
+        across restarts (decisions/tagged.py)."""
+        with self._lock:
+            return dict(self.tag_seen)
+
+    def keep_tags_seen(self, records: dict[str, TagSeen]) -> None:
+        """Make the tags seen exactly ``records``: what changed is written in one commit,
+        tags not in it are forgotten."""
+        with self._lock:
+            changed = {k: v for k, v in records.items() if self.tag_seen.get(k) != v}
+            self._drop(_TAG_SEEN, set(self.tag_seen) - set(records))
+            if changed:
+                self.tag_seen.update(changed)
+                self._deleted[_TAG_SEEN.name].difference_update(changed)
+                self._execute(_TAG_SEEN.upsert, [_row(k, v) for k, v in changed.items()])
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -523,7 +549,8 @@ class StateStore:
                 self._db = None
 
 
-_DRIFT, _TAGS, _TAG_LISTS, _CANDIDATES, _SNAPSHOTS, _DOCUMENTS, _PULLED, _VERDICTS = _TABLES
+_DRIFT, _TAGS, _TAG_LISTS, _CANDIDATES, _SNAPSHOTS, _DOCUMENTS, _PULLED, _VERDICTS, \
+    _TAG_SEEN = _TABLES
 
 
 def read_snapshot(path: str, name: str) -> tuple[float, str] | None:

@@ -65,6 +65,38 @@ def test_unknown_sizes_and_junk_do_not_break_the_sums() -> None:
     assert disk.build_cache == KindUsage(2, 1, 10, 0)
 
 
+def _image(image_id: str, tags: list[str] | None, users: int, size: int, shared: int) -> dict:
+    return {"Id": image_id, "RepoTags": tags, "Containers": users, "Size": size,
+            "SharedSize": shared}
+
+
+def test_dangling_bytes_are_what_image_prune_frees() -> None:
+    """Dangling and used by no container: its unique bytes (Size - SharedSize). Used by a
+    stopped container, or tagged: nothing. Podman lists an image once per tag."""
+    images = [_image("a", ["<none>:<none>"], 0, 30_000_000, 5_000_000),
+              _image("b", None, 0, 7_000_000, 2_000_000),
+              _image("c", ["<none>:<none>"], 1, 9_000_000, 2_000_000),
+              _image("d", ["app:1"], 0, 25_000_000, 5_000_000),
+              _image("e", [], 0, 5_000_000, 5_000_000)]  # an intermediate: all shared
+    assert parse_disk_usage({"Images": images}).dangling_unused == 30_000_000
+    podman = [_image("p", ["<none>"], 0, 9, 4), _image("q", ["1"], 0, 9, 4),
+              _image("q", ["2"], 0, 9, 4)]
+    assert parse_disk_usage({"Images": podman}, podman=True).dangling_unused == 5
+    assert parse_disk_usage({"Images": []}).dangling_unused == 0
+    # Recorded: the one dangling image is a stopped container's (not freed).
+    assert parse_disk_usage(load("engine-1.41/system_df.json")).dangling_unused == 0
+    assert parse_disk_usage(load("podman-4.3/system_df.json"), podman=True).dangling_unused == 0
+
+
+def test_dangling_bytes_unknown_without_shared_sizes() -> None:
+    """API 1.53 answers with summaries alone; the containerd store's lists have SharedSize
+    -1. Not known: absent, not a guess."""
+    assert parse_disk_usage(load("engine-1.53/system_df.json")).dangling_unused is None
+    assert parse_disk_usage(load("engine-1.52/system_df_compat.json")).dangling_unused is None
+    items = {"ImageUsage": {"TotalCount": 1, "Items": [_image("a", [], 0, 10, 4)]}}
+    assert parse_disk_usage(items).dangling_unused == 6
+
+
 def test_engine_timestamps() -> None:
     assert parse_timestamp("2026-11-28T03:53:37.526994678Z") == 1795838017.526994
     assert parse_timestamp("2026-11-28T04:53:37+01:00") == 1795838017.0

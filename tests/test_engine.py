@@ -131,8 +131,10 @@ def _sha(image_id: str) -> str:
 @EVERY_ENGINE
 def test_image_series_match_images(populated: Dockerd | Podman, exporter_factory) -> None:
     d = populated
+    started = time.time()
     exp = _ready_exporter(exporter_factory, d.host)
     metrics = exp.scrape()
+    scraped = time.time()
     listed = d.cli("images", "--no-trunc", "--format",
                    "{{.Repository}}:{{.Tag}} {{.ID}}").splitlines()
     tagged = {tuple(line.split()) for line in listed if "<none>" not in line}
@@ -149,7 +151,9 @@ def test_image_series_match_images(populated: Dockerd | Podman, exporter_factory
         assert metrics.get("docker_image_info", id=image_id, tag="<none>") == 1
     dangling_sizes = sum(int(d.cli("image", "inspect", "-f", "{{.Size}}", i))
                          for i in dangling)
-    assert metrics.get("docker_images_dangling_bytes") == dangling_sizes
+    # What a prune frees (tests/test_prune.py): the dangling build's own small layer, not
+    # the base image it shares.
+    assert 0 < metrics.get("docker_images_dangling_bytes") < dangling_sizes / 2
 
     for image_id in {i for _, i in tagged}:
         inspect = json.loads(d.cli("image", "inspect", image_id))[0]
@@ -157,10 +161,10 @@ def test_image_series_match_images(populated: Dockerd | Podman, exporter_factory
         created = metrics.get("docker_image_created_timestamp_seconds", id=image_id)
         assert created == pytest.approx(_rfc3339(inspect["Created"]), abs=1)
         tagged_at = metrics.get("docker_image_last_tagged_timestamp_seconds", id=image_id)
-        if isinstance(d, Podman):
-            assert tagged_at is None  # Podman never sets LastTagTime: no series, not a 0
-        elif inspect["Metadata"]["LastTagTime"].startswith("0001-"):
-            assert tagged_at is None  # pulled, never tagged here: Docker's zero time
+        if isinstance(d, Podman) or inspect["Metadata"]["LastTagTime"].startswith("0001-"):
+            # Podman never sets LastTagTime, Docker not for a pull: the exporter's own first
+            # sight under the tag, here its start (a fresh state file, no pull since).
+            assert started <= tagged_at <= scraped, (image_id, started, tagged_at, scraped)
         else:
             assert tagged_at == pytest.approx(_rfc3339(inspect["Metadata"]["LastTagTime"]),
                                               abs=1e-3)

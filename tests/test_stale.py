@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
-from tests.services import Dockerd, Podman, Registry
+import httpx
+import pytest
+
+from exporter.timestamps import parse_timestamp
+from tests.services import Dockerd, Metrics, Podman, Registry
+from tests.test_upstream import publish_elsewhere, push_version
 
 
 def _push_version(d: Dockerd | Podman, ref: str, content: str) -> str:
@@ -68,3 +74,55 @@ def test_repulled_tag_makes_container_stale(engine: Dockerd | Podman, registry: 
                                      container="hygiene-old-app") == 0,
                      what="the recreated container to be current")
     d.cli("rm", "-f", "hygiene-old-app", "hygiene-other")
+
+
+def test_a_repulled_tag_has_a_last_tagged_time_that_survives_a_restart(
+        engine: Dockerd | Podman, registry: Registry, exporter_factory, tmp_path) -> None:
+    """dockerd records no LastTagTime for a pull and Podman none at all: the exporter's own
+    time stands in, the pull's (from the event stream), kept in the state store."""
+    d = engine
+    ref = f"{registry.address}/hygiene/retagged-{d.name}:latest"
+    old_id = push_version(d, ref, "tagged one")
+    d.cli("rmi", ref)
+    d.pull(ref)
+    d.cli("run", "-d", "--name", "hygiene-retagged", *d.RUN, ref, "/bin/busybox", "sleep",
+          "3600")
+    # v2 comes from elsewhere: built and pushed, then gone from this host, so that the pull
+    # below fetches it (a local build would have its own LastTagTime on dockerd).
+    new_id = publish_elsewhere(d, ref, "tagged two")
+    d.cli("rmi", new_id)
+
+    state = str(tmp_path / "retagged.db")
+    args = ("--docker.host", d.host, "--collector.engine.interval", "1s", "--state.path",
+            state, "--upstream.include", "^nothing$")
+    exp = exporter_factory(*args)
+    exp.wait_metrics(lambda m: m.get("docker_container_image_stale",
+                                     container="hygiene-retagged") == 0, what="not stale yet")
+    started = time.time()
+    d.pull(ref)
+    ended = time.time()
+    assert d.image_id(ref) == new_id != old_id
+    if isinstance(d, Dockerd):  # what makes this needed on dockerd
+        assert d.cli("image", "inspect", "-f", "{{.Metadata.LastTagTime}}",
+                     ref).startswith("0001-")
+
+    def tagged(m: Metrics) -> float | None:
+        return m.get("docker_image_last_tagged_timestamp_seconds", id=new_id)
+
+    m = exp.wait_metrics(lambda m: m.get("docker_container_image_stale",
+                                         container="hygiene-retagged") == 1
+                         and tagged(m) is not None, what="stale, with a last-tagged time")
+    # The event stream's pull time; it may come a read after the image: wait for it.
+    m = exp.wait_metrics(lambda m: started <= tagged(m) <= ended, timeout=10,
+                         what=f"the pull's time, between {started} and {ended}")
+    when = tagged(m)
+    exp.stop()
+
+    again = exporter_factory(*args)
+    m = again.wait_metrics(lambda m: tagged(m) is not None, what="the time after a restart")
+    assert tagged(m) == when
+    # The status page's stale container has the same time.
+    page = httpx.get(f"{again.url}/status.json", timeout=10).json()
+    row = next(c for c in page["containers"] if c["name"] == "hygiene-retagged")
+    assert parse_timestamp(row["stale_since"]) == pytest.approx(when, abs=1), row
+    d.cli("rm", "-f", "hygiene-retagged")

@@ -11,9 +11,11 @@ Sample output::
     docker_image_created_timestamp_seconds{id="sha256:4bca..."} 1.795838014e+09
     docker_image_last_tagged_timestamp_seconds{id="sha256:4bca..."} 1.795838014e+09
     docker_images_dangling 1.0
-    docker_images_dangling_bytes 1.982263e+06
+    docker_images_dangling_bytes 3.766e+07
 
 Timestamps, not ages: the age of an image is ``time() - docker_image_created_timestamp_seconds``.
+The dangling bytes come from the disk source (``/system/df`` has each image's shared size),
+the rest from the engine source.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors import SnapshotCollector, cached
-from exporter.snapshots import Image
+from exporter.snapshots import DiskSnapshot, EngineSnapshot, Image
+from exporter.sources.loop import Source
 
 NONE = "<none>"
 
@@ -49,6 +52,13 @@ def info_rows(image: Image) -> Iterator[tuple[str, str, str, str]]:
 
 
 class ImagesCollector(SnapshotCollector):
+    def __init__(self, source: Source[EngineSnapshot], disk: Source[DiskSnapshot]) -> None:
+        super().__init__(source)
+        self.disk = disk
+
+    def cache_key(self) -> tuple[object, ...]:
+        return (self.source.snapshot, self.disk.snapshot)
+
     def collect(self) -> Iterator[Metric]:
         snap = self.source.snapshot
         if snap is None:
@@ -71,9 +81,11 @@ class ImagesCollector(SnapshotCollector):
             "When the image was built, from its config." + note, labels=["id"])
         tagged = GaugeMetricFamily(
             "docker_image_last_tagged_timestamp_seconds",
-            "When this host last pulled or tagged the image (the engine's LastTagTime)." + note,
-            labels=["id"])
-        dangling = dangling_bytes = 0
+            "When this host last pulled or tagged the image: the engine's LastTagTime, or else "
+            "the first time this exporter saw it under the tag (kept across restarts; on the "
+            "first start on a host, every tag is first seen at that start). Absent for a "
+            "dangling image without LastTagTime." + note, labels=["id"])
+        dangling = 0
         for image in snap.images:
             for row in info_rows(image):
                 info.add_metric([image.id, *row], 1)
@@ -84,11 +96,17 @@ class ImagesCollector(SnapshotCollector):
                 tagged.add_metric([image.id], image.last_tagged)
             if image.dangling:
                 dangling += 1
-                dangling_bytes += image.size
         yield from (info, size, containers, created, tagged)
         yield GaugeMetricFamily(
-            "docker_images_dangling", "Images with no tag (what docker image prune removes)."
-            + note, value=dangling)
-        yield GaugeMetricFamily(
-            "docker_images_dangling_bytes", "Total size of the dangling images." + note,
-            value=dangling_bytes)
+            "docker_images_dangling", "Images with no tag (what docker image prune removes, "
+            "less those a container uses)." + note, value=dangling)
+        disk = self.disk.snapshot
+        if disk is not None and disk.dangling_unused is not None:
+            yield GaugeMetricFamily(
+                "docker_images_dangling_bytes",
+                "Bytes docker image prune (dangling only) would free: the layers of the "
+                "dangling images no container uses that no other image shares. Layers shared "
+                "only among dangling images are not counted, and BuildKit's build cache may "
+                "hold layers until it is pruned too. Absent where /system/df gives no "
+                "per-image shared sizes." + cached(self.disk.interval, "/system/df"),
+                value=disk.dangling_unused)

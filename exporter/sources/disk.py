@@ -49,6 +49,36 @@ def _volume_items(doc: Mapping[str, Any]) -> tuple[Volume, ...]:
     return tuple(sorted(out, key=lambda v: v.name))
 
 
+def _dangling_unused(doc: Mapping[str, Any]) -> int | None:
+    """The bytes ``docker image prune`` (dangling only) frees, from the image list: each
+    dangling image that no container, in any state, uses frees its unique layers, ``Size`` -
+    ``SharedSize`` (each image ID once: Podman lists an image once per tag).
+
+    Layers that only dangling images share are counted as shared, so not at all: an
+    undercount where two dangling images share a layer no other image has (Podman: an
+    intermediate build image whose only children are dangling; its own unique size is 0).
+    None where the answer lists no images (API 1.53+ without verbose) or an image's shared
+    size or users are not known.
+    """
+    if "Images" in doc:
+        images = _list(doc, "Images")
+    elif isinstance(doc.get("ImageUsage"), Mapping) and "Items" in doc["ImageUsage"]:
+        images = _list(doc["ImageUsage"], "Items")
+    else:
+        return None
+    unique: dict[str, int] = {}
+    for i in images:
+        tags = i.get("RepoTags") if isinstance(i.get("RepoTags"), list) else []
+        if any(isinstance(t, str) and t and "<none>" not in t for t in tags):
+            continue
+        users, size, shared = (_int(i.get(k), -1) for k in ("Containers", "Size", "SharedSize"))
+        if min(users, size, shared) < 0:
+            return None
+        if users == 0:
+            unique[str(i.get("Id"))] = max(size - shared, 0)
+    return sum(unique.values())
+
+
 def parse_disk_usage(doc: Mapping[str, Any], podman: bool = False) -> DiskSnapshot:
     """Compute the four rows of ``docker system df`` from a /system/df answer.
 
@@ -66,6 +96,7 @@ def parse_disk_usage(doc: Mapping[str, Any], podman: bool = False) -> DiskSnapsh
             volumes=_usage_new(doc.get("VolumeUsage")),
             build_cache=_usage_new(doc.get("BuildCacheUsage")),
             volume_items=_volume_items(doc),
+            dangling_unused=_dangling_unused(doc),
         )
 
     images = _list(doc, "Images")
@@ -103,7 +134,7 @@ def parse_disk_usage(doc: Mapping[str, Any], podman: bool = False) -> DiskSnapsh
         sum(_int(c.get("Size")) for c in unshared if not c.get("InUse")),
     )
     return DiskSnapshot(image_usage, container_usage, volume_usage, cache_usage,
-                        _volume_items(doc))
+                        _volume_items(doc), _dangling_unused(doc))
 
 
 def _podman_usage(doc: Mapping[str, Any]) -> DiskSnapshot:
@@ -140,7 +171,8 @@ def _podman_usage(doc: Mapping[str, Any]) -> DiskSnapshot:
         len(volumes), sum(1 for v in volumes if _int(v.get("RefCount")) > 0),
         sum(_int(v.get("Size")) for v in volumes),
         sum(_int(v.get("Size")) for v in volumes if _int(v.get("RefCount")) == 0))
-    return DiskSnapshot(image_usage, container_usage, volume_usage, None, _volume_items(doc))
+    return DiskSnapshot(image_usage, container_usage, volume_usage, None, _volume_items(doc),
+                        _dangling_unused(doc))
 
 
 class DiskReader:

@@ -46,6 +46,27 @@ def repository_of(event: Mapping[str, Any]) -> str | None:
         return None
 
 
+def tag_of(event: Mapping[str, Any]) -> str | None:
+    """The tag a pull event names, in the engine's short form ("busybox:1.36"): dockerd says
+    it in Actor.ID, Podman in the name attribute (its Actor.ID is the image ID). None for a
+    pull by digest or of every tag."""
+    actor = event.get("Actor")
+    if not isinstance(actor, Mapping):
+        return None
+    attributes = actor.get("Attributes")
+    for name in (actor.get("ID"), attributes.get("name") if isinstance(attributes, Mapping)
+                 else None):
+        if not isinstance(name, str) or not name:
+            continue
+        try:
+            ref = reference.parse(name, default_tag=None)
+        except reference.ReferenceError:
+            continue
+        if ref.tag and not ref.digest:
+            return ref.familiar()
+    return None
+
+
 class EventStream:
     """Counts ``image pull`` events; ``status`` says whether the stream is connected.
 
@@ -69,6 +90,9 @@ class EventStream:
         self.retry = retry  # back-off after a failed connect: (first wait, longest wait)
         self.problems = problems or Problems()
         self.pulls: Counter[str] = Counter()
+        # When each tag was last pulled, latest last (up to MAX_REPOSITORIES): a tag that
+        # names a new image ID was pulled then (decisions/tagged.py).
+        self._pulled_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._connected = False
         self._connect_duration = 0.0
@@ -110,6 +134,12 @@ class EventStream:
             if nano > self._last_nano:
                 self._last_nano, self._seen_at_last = nano, set()
             self._seen_at_last.add(key)
+            tag = tag_of(event)
+            if tag is not None:
+                self._pulled_at.pop(tag, None)
+                self._pulled_at[tag] = nano / 1e9
+                if len(self._pulled_at) > MAX_REPOSITORIES:
+                    del self._pulled_at[next(iter(self._pulled_at))]
             if repository is None:
                 return False
             if repository not in self.pulls and len(self.pulls) >= MAX_REPOSITORIES:
@@ -128,6 +158,11 @@ class EventStream:
         """Repositories this host was seen pulling, fully qualified, restarts included."""
         with self._lock:
             return frozenset(self._pulled)
+
+    def pull_times(self) -> dict[str, float]:
+        """When each tag was last seen pulled since the exporter started ("repo:tag")."""
+        with self._lock:
+            return dict(self._pulled_at)
 
     def _since(self) -> str:
         with self._lock:

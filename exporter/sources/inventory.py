@@ -7,16 +7,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from exporter import reference
-from exporter.decisions import provenance
+from exporter.decisions import provenance, tagged
 from exporter.decisions.drift import platform_manifest
 from exporter.decisions.stale import container_stale
 from exporter.registry.manifest import DIGEST, MANIFEST_TYPES, Platform
 from exporter.snapshots import Container, EngineSnapshot, Image, ImageManifest
 from exporter.sources.engine import Engine, EngineError
+from exporter.state import StateStore
 from exporter.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,8 @@ def build_engine_snapshot(
 ) -> EngineSnapshot:
     """Join images and containers into a snapshot and decide which containers are stale.
 
-    ``last_tagged`` maps image ID to Metadata.LastTagTime; ``created_from`` maps container ID
+    ``last_tagged`` maps image ID to when it was last pulled or tagged here (LastTagTime, or
+    EngineReader's first sight under a tag); ``created_from`` maps container ID
     to Config.Image for the containers whose listed Image is an ID (see EngineReader);
     ``platform`` is the engine's os/architecture. Only RepoDigests that show the image came
     from a registry are kept (decisions/provenance.py: ``store``, what the engine says each
@@ -202,19 +205,31 @@ class EngineReader:
     those. Config.Image never changes for a container, so it is cached per container ID, and
     only needed when the engine lists the container's image by ID. ``seen_pulled`` gives the
     repositories this host was seen pulling (the event stream's).
+
+    Where the engine gives no LastTagTime (pulls on dockerd, anything on Podman), an image's
+    is the latest time this exporter first saw it under one of its tags, kept in ``store``
+    across restarts (decisions/tagged.py); ``pull_times`` gives the event stream's pull
+    times per tag, which make it exact. Without a store, LastTagTime is all there is.
     """
 
     def __init__(self, engine: Engine,
-                 seen_pulled: Callable[[], Collection[str]] = frozenset) -> None:
+                 seen_pulled: Callable[[], Collection[str]] = frozenset,
+                 store: StateStore | None = None,
+                 pull_times: Callable[[], Mapping[str, float]] = dict) -> None:
         self.engine = engine
         self.seen_pulled = seen_pulled
+        self.store = store
+        self.pull_times = pull_times
+        self._last_read = 0.0  # when the previous read asked for the images
         self._tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]],
                               tuple[float | None, frozenset[str] | None]] = {}
         self._config_image: dict[str, str] = {}
         self._said_podman = False
 
     def read(self) -> EngineSnapshot:
+        asked = time.time()
         images = self.engine.images()
+        answered = time.time()
         containers = self.engine.containers()
         podman = self.engine.podman
         if podman and not self._said_podman:
@@ -264,8 +279,19 @@ class EngineReader:
             config_image[cid] = self._config_image[cid]
         self._config_image = config_image
 
+        times = {k[0]: v[0] for k, v in tag_times.items()}
+        if self.store is not None:
+            seen = tagged.tags_seen(self.store.tags_seen(),
+                                    {tag: key[0] for key in tag_times for tag in key[1]},
+                                    answered, self._last_read, self.pull_times())
+            self.store.keep_tags_seen(seen)
+            for image_id, when in tagged.last_tagged(seen).items():
+                if times.get(image_id) is None:  # the engine's LastTagTime wins
+                    times[image_id] = when
+        self._last_read = asked
+
         return build_engine_snapshot(
-            images, containers, {k[0]: v[0] for k, v in tag_times.items()}, config_image,
+            images, containers, times, config_image,
             self.engine.api_version, self.engine.platform, store,
             {k[0]: v[1] for k, v in tag_times.items()},
             self.seen_pulled() if store == provenance.CONTAINERD else ())
