@@ -157,7 +157,8 @@ def test_rules_and_dashboards_on_a_real_prometheus(
             "--hub.enabled", "true", "--hub.url", fakes[0].url, "--hub.interval", "1s",
             "--hub.repositories", "hygiene/app", "--hub.local-images", "false",
             "--collector.engine.interval", "1s", "--collector.disk.interval", "1s",
-            "--upstream.interval", "2s", "--upstream.include", f"^({include})/hygiene/bundle-")
+            "--upstream.interval", "2s", "--upstream.include", f"^({include})/hygiene/bundle-",
+            "--versions.pin", "none")  # bundle-drift:1 -> 2 is a new major version
         started(notifying).start(
             "notifications:\n  endpoints:\n    - name: hygiene-exporter\n"
             f"      url: {exp.url}/webhooks/distribution\n"
