@@ -187,6 +187,16 @@ def ts(text: str) -> float:
     return value
 
 
+def newest(m: Metrics, image: str) -> tuple[str, str, float | None]:
+    """(current, latest, versions behind) as the metrics say: one info series, or none
+    (latest "") when nothing is newer."""
+    info = m.select("docker_image_newer_version_info", image=image)
+    assert len(info) <= 1 and all(v == 1.0 for _, v in info), info
+    labels = info[0][0] if info else {"current": "", "latest": ""}
+    return labels["current"], labels["latest"], m.get("docker_image_versions_behind",
+                                                       image=image)
+
+
 @dataclass
 class Versions:
     repo: str  # registry/hygiene/versions
@@ -262,16 +272,12 @@ def test_newer_versions_signatures_and_age_from_a_real_registry(
     m = exp.wait_metrics(ready, what="versions and signatures of both tags")
     # 1.2.1, 1.3.0 and 2.0.0; not 1.4.0 (no image for this platform), 1.5.0-rc1 (a
     # pre-release), 1.10 (two components), v3.0.0 (another shape) or any non-version tag.
-    assert m.select("docker_image_newer_version_info", image=one) == [
-        ({"image": one, "current": "1.2.0", "latest": "2.0.0"}, 1.0)]
-    assert m.get("docker_image_versions_behind", image=one) == 3
+    assert newest(m, one) == ("1.2.0", "2.0.0", 3)
     # A newer version has existed since 1.2.1 was built, not only since 2.0.0 was.
     assert m.get("docker_image_newer_version_created_timestamp_seconds", image=one) == \
         ts("2026-01-01T00:00:00Z")
     # The configured rule for -alpine tags excludes 1.3.0-alpine: 1.2.5-alpine is the newest.
-    assert m.select("docker_image_newer_version_info", image=alpine) == [
-        ({"image": alpine, "current": "1.2.0-alpine", "latest": "1.2.5-alpine"}, 1.0)]
-    assert m.get("docker_image_versions_behind", image=alpine) == 1
+    assert newest(m, alpine) == ("1.2.0-alpine", "1.2.5-alpine", 1)
     assert m.get("docker_image_newer_version_created_timestamp_seconds", image=alpine) == \
         ts("2026-02-10T00:00:00Z")
     # Labels: pinned to the major version there is still 1.3.0; pinned to 1.2 with 1.2.1
@@ -357,9 +363,7 @@ def test_newer_versions_keep_the_major_version_by_default(
 
         exp = exporter_factory(*args, "--state.path", str(tmp_path / "default.db"))
         m = exp.wait_metrics(read, what="versions with the default pin")
-        assert m.select("docker_image_newer_version_info", image=one) == [
-            ({"image": one, "current": "1.0.0", "latest": "1.1.0"}, 1.0)]
-        assert m.get("docker_image_versions_behind", image=one) == 1
+        assert newest(m, one) == ("1.0.0", "1.1.0", 1)
         assert m.get("docker_image_newer_version_created_timestamp_seconds", image=one) == \
             ts("2026-02-01T00:00:00Z")
         exp.stop()
@@ -367,9 +371,7 @@ def test_newer_versions_keep_the_major_version_by_default(
         exp = exporter_factory(*args, "--versions.pin", "none",
                                "--state.path", str(tmp_path / "none.db"))
         m = exp.wait_metrics(read, what="versions with pin none")
-        assert m.select("docker_image_newer_version_info", image=one) == [
-            ({"image": one, "current": "1.0.0", "latest": "2.0.0"}, 1.0)]
-        assert m.get("docker_image_versions_behind", image=one) == 2
+        assert newest(m, one) == ("1.0.0", "2.0.0", 2)
         # The container's own label keeps it on 1.0.x: nothing is newer for it.
         assert m.get("docker_container_newer_version_available", container="pinned-minor",
                      image=one) == 0
@@ -493,9 +495,7 @@ def test_docker_hub_tags_api(registry: Registry, tmp_path_factory, exporter_fact
             image = "hygieneorg/tool:1.2.0"
             m = exp.wait_metrics(lambda m: m.get("docker_image_versions_behind", image=image)
                                  is not None, what="Hub versions")
-            assert m.select("docker_image_newer_version_info", image=image) == [
-                ({"image": image, "current": "1.2.0", "latest": "1.3.0"}, 1.0)]
-            assert m.get("docker_image_versions_behind", image=image) == 1
+            assert newest(m, image) == ("1.2.0", "1.3.0", 1)
             assert m.get("docker_image_newer_version_created_timestamp_seconds",
                          image=image) == ts("2026-03-01T00:00:00Z")
             assert m.get("docker_container_newer_version_available", container="tool",
@@ -541,9 +541,7 @@ def test_newer_version_and_signature_through_either_engine(
         m = exp.wait_metrics(lambda m: m.get("docker_image_versions_behind", image=one)
                              is not None and m.get("docker_image_upstream_signed", image=one)
                              is not None, what="versions and the signature")
-        assert m.select("docker_image_newer_version_info", image=one) == [
-            ({"image": one, "current": "1.0.0", "latest": "1.1.0"}, 1.0)]
-        assert m.get("docker_image_versions_behind", image=one) == 1
+        assert newest(m, one) == ("1.0.0", "1.1.0", 1)
         assert m.get("docker_container_newer_version_available", container=container,
                      image=one) == 1
         assert m.get("docker_image_upstream_signed", image=one) == 1
