@@ -233,10 +233,15 @@ class Config:
         "versions.max_tags", v.whole(1, 1_000_000), 10000,
         "Read at most this many tags of one repository (1 to 1000000; registries list them "
         "in lexical order; Docker Hub's API newest first).", "N")
+    versions_pin: str = _setting(
+        "versions.pin", v.choice(*PINS), "major",
+        "Which newer versions count where no rule or label sets a pin: major (same first "
+        "number), minor (same first two), none (any).", "PIN")
     versions_rules: tuple[VersionRule, ...] = _setting(
         "versions.rules", v.version_rules, (),
-        "Per-image rules: {image (regex), pin (none, major, minor), include, exclude "
-        "(regexes on candidate tags), prereleases}; the first match applies.",
+        "Per-image rules: {image (regex), pin (none, major, minor; default versions.pin), "
+        "include, exclude (regexes on candidate tags), prereleases}; the first match "
+        "applies.",
         show=v.show_rules, yaml_only=True)
     # state
     state_path: str | None = _setting(

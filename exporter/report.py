@@ -20,6 +20,7 @@ from exporter.sources.engine import Engine, EngineError
 from exporter.sources.inventory import EngineReader
 from exporter.sources.loop import Source
 from exporter.status import (
+    NO_DATE,
     ContainerRow,
     Knowledge,
     SourceRow,
@@ -286,7 +287,7 @@ def render(s: Status, oldest: int = 10) -> str:
 
     out += ["", f"OLDEST IMAGES ({min(oldest, len(s.images))} of {len(s.images)})"]
     out += _table(["IMAGE", "ID", "AGE", "TAGGED HERE", "SIZE", "CONTAINERS"], [
-        [i.name, short_id(i.id), human_age(now - i.created),
+        [i.name, short_id(i.id), human_age(now - i.created) if i.built is not None else NO_DATE,
          ago(i.last_tagged, now) if i.last_tagged else "-",
          human_size(i.size_bytes), str(i.containers)] for i in s.images[:oldest]])
 

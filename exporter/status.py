@@ -30,6 +30,7 @@ from exporter.snapshots import (
     UpstreamSnapshot,
     VersionsSnapshot,
 )
+from exporter.timestamps import build_time
 from exporter.values import redact_url
 
 if TYPE_CHECKING:
@@ -79,6 +80,10 @@ def iso(when: float) -> str:
 def exact(when: float) -> str:
     """The exact time for a person (shown on hover): "2026-11-28 03:58:57 UTC"."""
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+
+
+# What the page and the report show instead of the age of a reproducible build's image.
+NO_DATE = "reproducible build (no date)"
 
 
 def short_id(image_id: str) -> str:
@@ -266,6 +271,11 @@ class ImageRow:
     containers: int
 
     @property
+    def built(self) -> float | None:
+        """When it was built; None for a reproducible build, whose date is a placeholder."""
+        return build_time(self.created)
+
+    @property
     def name(self) -> str:
         if not self.tags:
             return "<none>"
@@ -434,7 +444,7 @@ def container_rows(engine: EngineSnapshot, upstream: UpstreamSnapshot | None,
         rows.append(ContainerRow(
             c.name, c.image, c.image_id, c.state, c.created, problems, c.stale, stale_since,
             drifted, drift_since, newer_version, v.behind if v else None,
-            v.first_created if v and newer_version else None))
+            build_time(v.first_created) if v and newer_version else None))
     return tuple(sorted(rows, key=lambda r: (
         -len(r.problems), _STATE_RANK.get(r.state, 2) if r.problems else 0,
         r.since if r.since is not None else float("inf"), r.name)))
@@ -457,7 +467,8 @@ def tag_rows(engine: EngineSnapshot | None, upstream: UpstreamSnapshot | None,
             s.reason if s else "",
             s.drift_since if s else None, s.checked if s else None, s.created if s else None,
             v.latest if v else "", v.behind if v else None,
-            v.first_created if v and v.latest else None, tuple(users.get(image, ()))))
+            build_time(v.first_created) if v and v.latest else None,
+            tuple(users.get(image, ()))))
 
     def rank(r: TagRow) -> tuple[Any, ...]:
         if r.upstream == "drifted":
@@ -471,8 +482,10 @@ def tag_rows(engine: EngineSnapshot | None, upstream: UpstreamSnapshot | None,
 
 
 def image_rows(engine: EngineSnapshot) -> tuple[ImageRow, ...]:
+    """Oldest first; reproducible builds (no build date) last."""
     return tuple(sorted((ImageRow(i.id, i.tags, i.size, i.created, i.last_tagged, i.containers)
-                         for i in engine.images), key=lambda r: (r.created, r.id)))
+                         for i in engine.images),
+                        key=lambda r: (r.built is None, r.created, r.id)))
 
 
 def pulls(host: Iterable[tuple[str, int]] | None = None, host_since: float | None = None,

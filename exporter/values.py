@@ -447,7 +447,9 @@ class VersionRule:
     """
 
     image: str = ""  # regular expression on the short reference, e.g. ^nginx:
-    pin: str = "none"  # none | major | minor: stay on the same major or major.minor
+    # none | major | minor: stay on the same major or major.minor; "" (not set): the
+    # versions.pin setting's, filled in by decisions.versions.rule_for
+    pin: str = ""
     include: str = ""  # candidate tags must match this regular expression
     exclude: str = ""  # and must not match this one
     prereleases: bool = False

@@ -13,10 +13,6 @@ this state should trigger must be pending or firing, and others not.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +22,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.images import load_old_image
 from tests.promql import dashboards, rule_files, scan, substitute, targets
 from tests.registries import FaultProxy, access_log, get_manifest, push_variant
 from tests.services import Dockerd, ExporterProcess, Prometheus, Registry, wait_for
@@ -37,37 +34,6 @@ SECRET = "Bearer bundle-test-secret"
 # Panels that only ever show a problem: empty when all is well, which the state built here
 # cannot make otherwise without breaking the exporter.
 PROBLEM_ONLY_PANELS = {("fleet.json", "Collectors failing")}
-
-
-def load_old_image(d: Dockerd, tag: str, created: str, work: Path) -> str:
-    """``docker load`` an image whose config says it was built at ``created``: the engine
-    cannot build one in the past, but takes a hand-made archive as it is."""
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        tar.add("/bin/busybox", arcname="bin/busybox")
-        link = tarfile.TarInfo("bin/sh")
-        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-        tar.addfile(link)
-    layer_bytes = layer.getvalue()
-    arch = d.cli("version", "-f", "{{.Server.Arch}}").strip()
-    config = json.dumps({
-        "architecture": arch, "os": "linux", "created": created,
-        "config": {"Cmd": ["/bin/busybox", "sleep", "3600"]},
-        "rootfs": {"type": "layers",
-                   "diff_ids": ["sha256:" + hashlib.sha256(layer_bytes).hexdigest()]},
-        "history": [{"created": created, "created_by": "tests/test_bundle_prometheus.py"}],
-    }).encode()
-    archive = work / "old-image.tar"
-    with tarfile.open(archive, "w") as tar:
-        for name, data in (("layer/layer.tar", layer_bytes), ("config.json", config),
-                           ("manifest.json", json.dumps([{
-                               "Config": "config.json", "RepoTags": [tag],
-                               "Layers": ["layer/layer.tar"]}]).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    d.cli("load", "-i", str(archive))
-    return d.cli("image", "inspect", "-f", "{{.Id}}", tag).strip()
 
 
 def run_container(d: Dockerd, name: str, image: str) -> None:
@@ -157,7 +123,8 @@ def test_rules_and_dashboards_on_a_real_prometheus(
             "--hub.enabled", "true", "--hub.url", fakes[0].url, "--hub.interval", "1s",
             "--hub.repositories", "hygiene/app", "--hub.local-images", "false",
             "--collector.engine.interval", "1s", "--collector.disk.interval", "1s",
-            "--upstream.interval", "2s", "--upstream.include", f"^({include})/hygiene/bundle-")
+            "--upstream.interval", "2s", "--upstream.include", f"^({include})/hygiene/bundle-",
+            "--versions.pin", "none")  # bundle-drift:1 -> 2 is a new major version
         started(notifying).start(
             "notifications:\n  endpoints:\n    - name: hygiene-exporter\n"
             f"      url: {exp.url}/webhooks/distribution\n"

@@ -129,6 +129,32 @@ def test_bad_flag_is_a_clear_startup_error() -> None:
     assert "configuration error: collector.disk.interval:" in out.stderr
 
 
+def test_versions_pin_defaults_to_major_from_flag_env_and_file(tmp_path: Path) -> None:
+    assert build({}, environ={}).versions_pin == "major"
+    f = tmp_path / "c.yml"
+    f.write_text("versions:\n  pin: minor\n")
+    assert build({}, environ={}, config_file=str(f)).versions_pin == "minor"
+    env = {"DOCKER_HYGIENE_VERSIONS_PIN": "none"}
+    assert build({}, environ=env, config_file=str(f)).versions_pin == "none"
+    assert build({"versions.pin": "major"}, environ=env, config_file=str(f)).versions_pin == \
+        "major"
+
+
+def test_bad_versions_pin_names_the_key(tmp_path: Path) -> None:
+    f = tmp_path / "c.yml"
+    f.write_text("versions:\n  pin: patch\n")
+    with pytest.raises(ConfigError) as err:
+        build({}, environ={}, config_file=str(f))
+    assert (err.value.key, err.value.reason) == (
+        "versions.pin", "'patch' is not one of none, major, minor")
+    with pytest.raises(ConfigError, match=r"^versions\.pin: 'all' is not one of"):
+        build({}, environ={"DOCKER_HYGIENE_VERSIONS_PIN": "all"})
+    out = _cli("--versions.pin", "Major")
+    assert out.returncode == 2
+    assert "configuration error: versions.pin: 'Major' is not one of none, major, minor " \
+           "(from --versions.pin)" in out.stderr, out.stderr
+
+
 def test_every_setting_has_flag_env_and_yaml_key() -> None:
     for s in config.SETTINGS:
         assert s.flag == "--" + s.key.replace("_", "-")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from exporter import config, status
+from exporter.report import render
 from exporter.snapshots import (
     Container,
     DiskSnapshot,
@@ -28,6 +29,7 @@ from exporter.snapshots import (
 )
 from exporter.sources.loop import Status as SourceStatus
 from exporter.state import StateStore, read_snapshot
+from exporter.timestamps import PLACEHOLDER_BEFORE, build_time, parse_timestamp
 from exporter.values import redact_url
 from exporter.web import pages
 
@@ -136,6 +138,68 @@ def test_images_oldest_first_disk_most_reclaimable_first() -> None:
     # Unused first, then the largest; a size the engine did not compute counts as none.
     assert [v.name for v in s.disk.volumes] == ["big-unused", "small-unused", "used", "unknown"]
     assert s.disk.reclaimable_bytes == 4_431_100
+
+
+EPOCH_1980 = 315532801.0  # 1980-01-01T00:00:01Z, as reproducible builds write it
+
+
+@pytest.mark.parametrize("created, built", [
+    (0.0, None),  # 1970-01-01: ko, Nix
+    (1.0, None),
+    (EPOCH_1980, None),  # distroless, Paketo
+    (1363132799.0, None),  # one second before the cut-off
+    (1363132800.0, 1363132800.0),  # 2013-03-13T00:00:00Z: a build time
+    (NOW - DAY, NOW - DAY),
+    (None, None),
+])
+def test_reproducible_build_dates_are_placeholders(created: float | None,
+                                                   built: float | None) -> None:
+    assert build_time(created) == built
+
+
+def test_the_cut_off_is_the_day_the_docs_and_rules_name() -> None:
+    assert PLACEHOLDER_BEFORE == parse_timestamp("2013-03-13T00:00:00Z") == 1363132800
+    assert "placeholder dates before 2013-03-13 (unix 1363132800) mean a reproducible build" \
+        in Path(__file__).parent.parent.joinpath("docs", "metrics.md").read_text()
+
+
+def test_reproducible_builds_have_no_age_on_the_page_or_in_the_report() -> None:
+    old, repro = image(7, ("old:2019",), NOW - 2000 * DAY), image(8, ("distroless:1",), EPOCH_1980)
+    zero = image(9, ("ko:1",), 0.0)
+    snap = engine()
+    s = model(engine=EngineSnapshot((*snap.images, old, repro, zero), snap.containers, "1.41"))
+    # Oldest first, reproducible builds last; their created stays what the config says.
+    assert [i.name for i in s.images][-2:] == ["ko:1", "distroless:1"]
+    assert s.images[0].name == "old:2019" and s.images[-1].created == EPOCH_1980
+    assert [i.built for i in s.images[-2:]] == [None, None]
+    assert status.to_json(s)["images"][-1]["created"] == "1980-01-01T00:00:01Z"
+    page = pages.render_status(s, "")
+    assert "46 years" not in page and "56 years" not in page
+    assert page.count(status.NO_DATE) == 2
+    assert 'title="created 1980-01-01 00:00:01 UTC: a placeholder, not a build time"' in page
+    # The card names the oldest dated image: 2000 days, not 46 years.
+    assert re.search(r'<div class="n">5 years</div><div class="l">age of the oldest image',
+                     page), page
+    text = render(s, oldest=len(s.images))
+    rows = {line.split()[0]: line for line in text.splitlines()
+            if line.startswith(("old:2019", "distroless:1", "ko:1"))}
+    assert "5 years" in rows["old:2019"]
+    assert status.NO_DATE in rows["distroless:1"] and status.NO_DATE in rows["ko:1"]
+    assert "years" not in rows["distroless:1"] + rows["ko:1"]
+    # Only reproducible builds: no "oldest image" card at all.
+    only = model(engine=EngineSnapshot((repro,), (), "1.41"))
+    assert "age of the oldest image" not in pages.render_status(only, "")
+
+
+def test_a_newer_version_with_a_placeholder_date_has_no_since() -> None:
+    s = model(versions=VersionsSnapshot(
+        (ImageVersions("web:1.25", "1.25", "1.27", 2, EPOCH_1980),),
+        (("web", "web:1.25", True), ("web-2", "web:1.25", False))))
+    web = next(r for r in s.containers if r.name == "web")
+    assert web.newer_version == "1.27" and web.newer_since is None
+    assert web.since == NOW - 1 * DAY  # its drift, the only dated problem
+    assert next(t for t in s.tags if t.image == "web:1.25").newer_since is None
+    assert "46 years" not in pages.render_status(s, "") and "46 years" not in render(s)
 
 
 def test_sources_failing_first_engine_first_with_reasons_in_words() -> None:

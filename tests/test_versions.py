@@ -77,19 +77,23 @@ UPSTREAM = ["1.2.0", "1.2.1", "1.3.0", "1.10.0", "1.5.0-rc1", "2.0.0", "1.2.0-al
             "1.9.9-alpine3.19"]
 
 
+ANY = VersionRule(pin="none")
+
+
 @pytest.mark.parametrize("current, rule, expected", [
-    ("1.2.0", VersionRule(), ["2.0.0", "1.10.0", "1.3.0", "1.2.1"]),
+    ("1.2.0", ANY, ["2.0.0", "1.10.0", "1.3.0", "1.2.1"]),
     ("1.2.0", VersionRule(pin="major"), ["1.10.0", "1.3.0", "1.2.1"]),
     ("1.2.0", VersionRule(pin="minor"), ["1.2.1"]),
     ("1.2.0", VersionRule(pin="major", prereleases=True),
      ["1.10.0", "1.5.0-rc1", "1.3.0", "1.2.1"]),
-    ("1.2.0", VersionRule(include=r"^1\."), ["1.10.0", "1.3.0", "1.2.1"]),
-    ("1.2.0", VersionRule(exclude=r"^1\.10\."), ["2.0.0", "1.3.0", "1.2.1"]),
-    ("1.2.0-alpine", VersionRule(), ["1.3.0-alpine"]),
-    ("1.5.0-rc0", VersionRule(), ["2.0.0", "1.10.0", "1.5.0-rc1"]),  # a pre-release follows
-    ("v1.9.0", VersionRule(), ["v2.0.0"]),
-    ("1.9", VersionRule(), ["1.10"]),
-    ("2.0.0", VersionRule(), []),
+    ("1.2.0", VersionRule(pin="none", include=r"^1\."), ["1.10.0", "1.3.0", "1.2.1"]),
+    ("1.2.0", VersionRule(pin="none", exclude=r"^1\.10\."), ["2.0.0", "1.3.0", "1.2.1"]),
+    ("1.2.0-alpine", ANY, ["1.3.0-alpine"]),
+    ("1.5.0-rc0", ANY, ["2.0.0", "1.10.0", "1.5.0-rc1"]),  # a pre-release follows
+    ("v1.9.0", ANY, ["v2.0.0"]),
+    ("v1.9.0", VersionRule(pin="major"), []),
+    ("1.9", ANY, ["1.10"]),
+    ("2.0.0", ANY, []),
 ])
 def test_newer_versions(current: str, rule: VersionRule, expected: list[str]) -> None:
     v = parse(current)
@@ -97,25 +101,66 @@ def test_newer_versions(current: str, rule: VersionRule, expected: list[str]) ->
     assert [n.tag for n in newer(v, UPSTREAM, rule)] == expected
 
 
+NGINX = ["1.25.3", "1.25.4", "1.27.0", "2.0.0", "1.27", "16", "17"]
+
+
+@pytest.mark.parametrize("current, rules, pin, expected", [
+    # The default (versions.pin major): new minors and patches, never a new major.
+    ("nginx:1.25.3", (), "major", ["1.27.0", "1.25.4"]),
+    # A single number pins everything it says: postgres:16 sees nothing by default.
+    ("postgres:16", (), "major", []),
+    ("postgres:16", (), "none", ["17"]),
+    ("nginx:1.25.3", (), "none", ["2.0.0", "1.27.0", "1.25.4"]),
+    ("nginx:1.25.3", (), "minor", ["1.25.4"]),
+    # A rule without a pin takes versions.pin; a rule's own pin, none included, wins.
+    ("nginx:1.25.3", (VersionRule(image="^nginx:", exclude="^1\\.25"),), "major", ["1.27.0"]),
+    ("nginx:1.25.3", (VersionRule(image="^nginx:", pin="none"),), "major",
+     ["2.0.0", "1.27.0", "1.25.4"]),
+    ("postgres:16", (VersionRule(image="^postgres:", pin="none"),), "major", ["17"]),
+    ("postgres:16", (VersionRule(image="^nginx:", pin="none"),), "major", []),
+])
+def test_default_pin(current: str, rules: tuple[VersionRule, ...], pin: str,
+                     expected: list[str]) -> None:
+    v = parse(current.partition(":")[2])
+    assert v is not None
+    assert [n.tag for n in newer(v, NGINX, rule_for(current, rules, pin))] == expected
+
+
+def test_unset_pin_is_not_taken_for_none() -> None:
+    """Only rule_for fills a pin: a rule that reached newer() without one is a bug."""
+    v = parse("1.2.0")
+    assert v is not None
+    with pytest.raises(KeyError):
+        newer(v, UPSTREAM, VersionRule())
+
+
 @given(st.text(alphabet="0123456789.-vVabcdelprtsh", max_size=20),
-       st.lists(st.text(alphabet="0123456789.-valpinerc", max_size=14), max_size=30))
-def test_newer_is_always_same_shape_and_greater(current: str, tags: list[str]) -> None:
+       st.lists(st.text(alphabet="0123456789.-valpinerc", max_size=14), max_size=30),
+       st.sampled_from(["none", "major", "minor"]))
+def test_newer_is_always_same_shape_and_greater(current: str, tags: list[str],
+                                                pin: str) -> None:
     v = parse(current)
     if v is None:
         return
-    found = newer(v, tags, VersionRule(prereleases=True))
+    found = newer(v, tags, VersionRule(pin=pin, prereleases=True))
+    kept = {"none": 0, "major": 1, "minor": 2}[pin]
     for n in found:
         assert n.shape == v.shape and n.order > v.order
+        assert n.numbers[:kept] == v.numbers[:kept]
     assert [n.order for n in found] == sorted((n.order for n in found), reverse=True)
 
 
 def test_first_matching_rule_applies_and_labels_override_it() -> None:
-    rules = (VersionRule(image=r"^nginx:", pin="minor"), VersionRule(image=r".", pin="major"))
-    assert rule_for("nginx:1.25.3", rules).pin == "minor"
-    assert rule_for("redis:7.2", rules).pin == "major"
-    assert rule_for("redis:7.2", ()).pin == "none"
+    rules = (VersionRule(image=r"^nginx:", pin="minor"), VersionRule(image=r".", pin="none"))
+    assert rule_for("nginx:1.25.3", rules, "major").pin == "minor"
+    assert rule_for("redis:7.2", rules, "major").pin == "none"
+    assert rule_for("redis:7.2", (), "major") == VersionRule(pin="major")
+    assert rule_for("redis:7.2", (), "minor") == VersionRule(pin="minor")
+    assert rule_for("redis:7.2", (VersionRule(image="."),), "major").pin == "major"
     merged = rules[0].merged({"pin": "none", "prereleases": "true", "include": "(bad"})
     assert (merged.pin, merged.prereleases, merged.include) == ("none", True, "")
+    # A label pin: none on a container of a default-pinned image allows major updates.
+    assert rule_for("redis:7.2", (), "major").merged({"pin": "none"}).pin == "none"
 
 
 def test_rule_config_errors_name_the_key(tmp_path: Path) -> None:
@@ -140,6 +185,16 @@ def ts(text: str) -> float:
     value = parse_timestamp(text)
     assert value is not None
     return value
+
+
+def newest(m: Metrics, image: str) -> tuple[str, str, float | None]:
+    """(current, latest, versions behind) as the metrics say: one info series, or none
+    (latest "") when nothing is newer."""
+    info = m.select("docker_image_newer_version_info", image=image)
+    assert len(info) <= 1 and all(v == 1.0 for _, v in info), info
+    labels = info[0][0] if info else {"current": "", "latest": ""}
+    return labels["current"], labels["latest"], m.get("docker_image_versions_behind",
+                                                       image=image)
 
 
 @dataclass
@@ -202,8 +257,9 @@ def test_newer_versions_signatures_and_age_from_a_real_registry(
     cfg.write_text("versions:\n  interval: 1h\n  rules:\n"
                    "    - image: '-alpine$'\n      exclude: '^1\\.3\\.0-alpine$'\n")
     state = str(tmp_path / "state.db")
+    # Any newer version counts (pin none), so the labels' pins have something to narrow.
     args = ("--docker.host", d.host, *FAST, "--config.file", str(cfg), "--state.path", state,
-            "--upstream.include", f"^{re.escape(v.repo)}:")
+            "--upstream.include", f"^{re.escape(v.repo)}:", "--versions.pin", "none")
     before = registry_requests(registry)
     exp = exporter_factory(*args)
     one, alpine = f"{v.repo}:1.2.0", f"{v.repo}:1.2.0-alpine"
@@ -216,16 +272,12 @@ def test_newer_versions_signatures_and_age_from_a_real_registry(
     m = exp.wait_metrics(ready, what="versions and signatures of both tags")
     # 1.2.1, 1.3.0 and 2.0.0; not 1.4.0 (no image for this platform), 1.5.0-rc1 (a
     # pre-release), 1.10 (two components), v3.0.0 (another shape) or any non-version tag.
-    assert m.select("docker_image_newer_version_info", image=one) == [
-        ({"image": one, "current": "1.2.0", "latest": "2.0.0"}, 1.0)]
-    assert m.get("docker_image_versions_behind", image=one) == 3
+    assert newest(m, one) == ("1.2.0", "2.0.0", 3)
     # A newer version has existed since 1.2.1 was built, not only since 2.0.0 was.
     assert m.get("docker_image_newer_version_created_timestamp_seconds", image=one) == \
         ts("2026-01-01T00:00:00Z")
     # The configured rule for -alpine tags excludes 1.3.0-alpine: 1.2.5-alpine is the newest.
-    assert m.select("docker_image_newer_version_info", image=alpine) == [
-        ({"image": alpine, "current": "1.2.0-alpine", "latest": "1.2.5-alpine"}, 1.0)]
-    assert m.get("docker_image_versions_behind", image=alpine) == 1
+    assert newest(m, alpine) == ("1.2.0-alpine", "1.2.5-alpine", 1)
     assert m.get("docker_image_newer_version_created_timestamp_seconds", image=alpine) == \
         ts("2026-02-10T00:00:00Z")
     # Labels: pinned to the major version there is still 1.3.0; pinned to 1.2 with 1.2.1
@@ -289,6 +341,44 @@ def test_newer_versions_signatures_and_age_from_a_real_registry(
         d.cli("rm", "-f", container)
 
 
+def test_newer_versions_keep_the_major_version_by_default(
+        dockerd: Dockerd, registry: Registry, exporter_factory, tmp_path: Path) -> None:
+    """1.0.0 sees 1.1.0 but not 2.0.0 with no configuration; with --versions.pin none it
+    sees 2.0.0 too, and a container's label pin: minor narrows that again."""
+    d = dockerd
+    name = "hygiene/pinned"
+    repo = f"{registry.address}/{name}"
+    one = f"{repo}:1.0.0"
+    push_version(d, one, "pinned one zero zero")
+    base = get_manifest(registry.address, name, "1.0.0")
+    for tag, created in [("1.1.0", "2026-02-01T00:00:00Z"), ("2.0.0", "2026-03-01T00:00:00Z")]:
+        push_variant(registry.address, name, tag, base, created, d.arch())
+    d.cli("run", "-d", "--name", "pinned-minor", *d.RUN, "--label",
+          "docker-hygiene.versions.pin=minor", one, "/bin/busybox", "sleep", "3600")
+    try:
+        args = ("--docker.host", d.host, *FAST, "--upstream.include", f"^{re.escape(repo)}:")
+
+        def read(m: Metrics) -> bool:
+            return m.get("docker_image_versions_behind", image=one) is not None
+
+        exp = exporter_factory(*args, "--state.path", str(tmp_path / "default.db"))
+        m = exp.wait_metrics(read, what="versions with the default pin")
+        assert newest(m, one) == ("1.0.0", "1.1.0", 1)
+        assert m.get("docker_image_newer_version_created_timestamp_seconds", image=one) == \
+            ts("2026-02-01T00:00:00Z")
+        exp.stop()
+
+        exp = exporter_factory(*args, "--versions.pin", "none",
+                               "--state.path", str(tmp_path / "none.db"))
+        m = exp.wait_metrics(read, what="versions with pin none")
+        assert newest(m, one) == ("1.0.0", "2.0.0", 2)
+        # The container's own label keeps it on 1.0.x: nothing is newer for it.
+        assert m.get("docker_container_newer_version_available", container="pinned-minor",
+                     image=one) == 0
+    finally:
+        d.cli("rm", "-f", "pinned-minor")
+
+
 def test_tag_list_pages_and_cap(versions_repo: Versions, dockerd: Dockerd, registry: Registry,
                                 exporter_factory) -> None:
     """Link pages as the distribution spec has them, through a stand-in in front of the real
@@ -299,7 +389,8 @@ def test_tag_list_pages_and_cap(versions_repo: Versions, dockerd: Dockerd, regis
     try:
         local = f"{proxy.address}/{versions_repo.name}:1.2.0"
         d.cli("pull", local)
-        base = ("--docker.host", d.host, *FAST, "--upstream.include", f"^{re.escape(local)}$")
+        base = ("--docker.host", d.host, *FAST, "--upstream.include", f"^{re.escape(local)}$",
+                "--versions.pin", "none")
         exp = exporter_factory(*base)
         m = exp.wait_metrics(lambda m: m.get("docker_image_versions_behind", image=local)
                              is not None, what="versions through pages")
@@ -404,9 +495,7 @@ def test_docker_hub_tags_api(registry: Registry, tmp_path_factory, exporter_fact
             image = "hygieneorg/tool:1.2.0"
             m = exp.wait_metrics(lambda m: m.get("docker_image_versions_behind", image=image)
                                  is not None, what="Hub versions")
-            assert m.select("docker_image_newer_version_info", image=image) == [
-                ({"image": image, "current": "1.2.0", "latest": "1.3.0"}, 1.0)]
-            assert m.get("docker_image_versions_behind", image=image) == 1
+            assert newest(m, image) == ("1.2.0", "1.3.0", 1)
             assert m.get("docker_image_newer_version_created_timestamp_seconds",
                          image=image) == ts("2026-03-01T00:00:00Z")
             assert m.get("docker_container_newer_version_available", container="tool",
@@ -452,9 +541,7 @@ def test_newer_version_and_signature_through_either_engine(
         m = exp.wait_metrics(lambda m: m.get("docker_image_versions_behind", image=one)
                              is not None and m.get("docker_image_upstream_signed", image=one)
                              is not None, what="versions and the signature")
-        assert m.select("docker_image_newer_version_info", image=one) == [
-            ({"image": one, "current": "1.0.0", "latest": "1.1.0"}, 1.0)]
-        assert m.get("docker_image_versions_behind", image=one) == 1
+        assert newest(m, one) == ("1.0.0", "1.1.0", 1)
         assert m.get("docker_container_newer_version_available", container=container,
                      image=one) == 1
         assert m.get("docker_image_upstream_signed", image=one) == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from exporter.config import VersionRule
 
@@ -23,6 +23,7 @@ _PRE = re.compile(r"(?i)(dev|snapshot|nightly|canary|alpha|beta|pre|preview|rc)[
 _PRE_RANK = {"dev": 0, "snapshot": 0, "nightly": 0, "canary": 0, "alpha": 1, "beta": 2,
              "pre": 3, "preview": 3, "rc": 4}
 _NOT_VERSIONS = (".sig", ".att", ".sbom")
+_PINNED = {"none": 0, "major": 1, "minor": 2}  # leading numbers a newer version keeps
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,11 @@ def parse(tag: str) -> Version | None:
 
 
 def newer(current: Version, tags: Iterable[str], rule: VersionRule) -> list[Version]:
-    """The tags that are newer versions of ``current`` under ``rule``, newest first."""
+    """The tags that are newer versions of ``current`` under ``rule``, newest first. The
+    rule's pin must be set (``rule_for`` sets it): an unset pin is a bug, not "none"."""
     include = re.compile(rule.include) if rule.include else None
     exclude = re.compile(rule.exclude) if rule.exclude else None
-    pinned = {"none": 0, "major": 1, "minor": 2}[rule.pin]
+    pinned = _PINNED[rule.pin]
     out = []
     for tag in tags:
         v = parse(tag)
@@ -81,9 +83,11 @@ def newer(current: Version, tags: Iterable[str], rule: VersionRule) -> list[Vers
     return sorted(out, key=lambda v: v.order, reverse=True)
 
 
-def rule_for(image: str, rules: Iterable[VersionRule]) -> VersionRule:
-    """The first configured rule whose pattern matches the reference; the default if none."""
+def rule_for(image: str, rules: Iterable[VersionRule], pin: str) -> VersionRule:
+    """The first configured rule whose pattern matches the reference, else the default rule;
+    ``pin`` (the versions.pin setting) where the rule sets none. A container's labels are
+    applied after, so a label ``pin: none`` still allows major updates."""
     for rule in rules:
         if re.search(rule.image, image):
-            return rule
-    return VersionRule()
+            return rule if rule.pin else replace(rule, pin=pin)
+    return VersionRule(pin=pin)

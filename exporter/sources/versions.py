@@ -98,7 +98,8 @@ class VersionChecker:
               ) -> tuple[dict[str, VersionRule], list[tuple[str, str, VersionRule]]]:
         """The configured rule per local tag, and per container that rule with the
         container's own ``docker-hygiene.versions.*`` labels applied."""
-        per_image = {x.image: rule_for(x.image, self.config.versions_rules) for x in locals_}
+        rules, pin = self.config.versions_rules, self.config.versions_pin
+        per_image = {x.image: rule_for(x.image, rules, pin) for x in locals_}
         per_container = [(c.name, c.image, per_image[c.image].merged(dict(c.version_labels)))
                          for c in sorted(snapshot.containers, key=lambda c: c.name)
                          if c.image in per_image]

@@ -18,7 +18,9 @@ from exporter.app import Exporter
 from exporter.config import Config
 from exporter.status import (
     DOCS_URL,
+    NO_DATE,
     ContainerRow,
+    ImageRow,
     Status,
     TagRow,
     ago,
@@ -259,8 +261,8 @@ def _cards(s: Status, now: float) -> str:
         cards.append(("#tags", "bad" if n_drift else ("warn" if n_newer else "ok"),
                       f"{n_drift} drifted", f"{n_newer} with a newer version, of "
                                             f"{_n(len(s.tags), 'tag')}"))
-    if s.images:
-        oldest = s.images[0]
+    oldest = next((i for i in s.images if i.built is not None), None)  # dated ones first
+    if oldest is not None:
         cards.append(("#images", "", ago(oldest.created, now).removesuffix(" ago"),
                       "age of the oldest image"))
     failing = s.failing
@@ -419,6 +421,14 @@ def _disk(s: Status, now: float) -> str:
     return "\n".join(out)
 
 
+def _built(i: ImageRow, now: float) -> str:
+    """Its age, or for a reproducible build that it has no date (the placeholder on hover)."""
+    if i.built is not None:
+        return when(i.created, now)
+    return (f'<span class="muted" title="created {e(exact(i.created))}: a placeholder, '
+            f'not a build time">{e(NO_DATE)}</span>')
+
+
 def _images(s: Status, now: float) -> str:
     out = ['<h2>Images, oldest first</h2>']
     if not s.images:
@@ -426,15 +436,18 @@ def _images(s: Status, now: float) -> str:
                    '<p class="muted">Not read yet.</p>')
         return "\n".join(out)
     dangling = [i for i in s.images if not i.tags]
+    undated = sum(1 for i in s.images if i.built is None)
     rows, note = capped(s.images, "images")
     out.append(table(["Image", "ID", "Built", "Last tagged here", "Size #",
                       "Containers #"], (
         [ref(i.name), f'<span class="id">{e(short_id(i.id))}</span>',
-         when(i.created, now), when(i.last_tagged, now), human_size(i.size_bytes),
+         _built(i, now), when(i.last_tagged, now), human_size(i.size_bytes),
          str(i.containers)] for i in rows),
         caption=f"{len(s.images)} images; {len(dangling)} dangling (untagged) take "
                 f"{human_size(sum(i.size_bytes for i in dangling))}. Sizes include layers "
-                "shared with other images."))
+                "shared with other images."
+                + (f" Reproducible builds ({undated}, listed last) carry a placeholder "
+                   "date from before Docker existed, not a build time." if undated else "")))
     out.append(note)
     return "\n".join(out)
 
