@@ -138,6 +138,13 @@ class Dockerd:
 
     def stop(self) -> None:
         if self.proc is not None:
+            if self.proc.poll() is None:
+                # The containers here sleep and ignore SIGTERM: the daemon would wait 10 s
+                # for each before killing it. They end as they would with the daemon anyway.
+                with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                    running = self.cli("ps", "-q", timeout=10).split()
+                    if running:
+                        self.cli("kill", *running, check=False, timeout=20)
             _stop(self.proc, 30)
             self.proc = None
         # A killed daemon leaves its mounts behind; lazily unmount what is under our root.
