@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.decisions.tagged import TagSeen, last_tagged, tags_seen
+from exporter.sources.events import EventStream, tag_of
 from exporter.state import StateStore
 
 A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -65,3 +66,22 @@ def test_the_state_store_keeps_them_across_restarts(tmp_path: Path) -> None:
         assert reopened.tags_seen() == {"app:1": TagSeen(A, 100.0, 90.0)}
     finally:
         reopened.close()
+
+
+def test_pull_events_name_their_tag_in_either_engines_shape() -> None:
+    def pull(actor_id: str, name: str, nano: int = 1_795_838_000_000_000_000) -> dict:
+        return {"Type": "image", "Action": "pull", "timeNano": nano,
+                "Actor": {"ID": actor_id, "Attributes": {"name": name}}}
+
+    docker = pull("127.0.0.1:5000/team/app:1", "127.0.0.1:5000/team/app")
+    podman = pull("f" * 64, "docker.io/library/busybox:1.36")
+    assert tag_of(docker) == "127.0.0.1:5000/team/app:1"
+    assert tag_of(podman) == "busybox:1.36"
+    assert tag_of(pull("busybox@sha256:" + "a" * 64, "busybox")) is None  # by digest
+    assert tag_of(pull("busybox", "busybox")) is None  # every tag (pull -a)
+    stream = EventStream("unix:///nonexistent")
+    for event in (docker, podman, pull("127.0.0.1:5000/team/app:1", "127.0.0.1:5000/team/app",
+                                       1_795_838_001_500_000_000)):
+        stream.handle(event)
+    assert stream.pull_times() == {"127.0.0.1:5000/team/app:1": 1_795_838_001.5,
+                                   "busybox:1.36": 1_795_838_000.0}

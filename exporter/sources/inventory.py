@@ -235,8 +235,9 @@ class EngineReader:
         if podman and not self._said_podman:
             self._said_podman = True
             log.info("the engine is Podman: disk figures are podman system df's, there is no "
-                     "build cache and no LastTagTime (those series are absent), localhost/ "
-                     "images are local builds, and run/create also count as pulls")
+                     "build cache (no such series), no LastTagTime (the exporter's first sight "
+                     "of each tag stands in), localhost/ images are local builds, and "
+                     "run/create also count as pulls")
 
         store = self.engine.store
         tag_times: dict[tuple[str, tuple[str, ...], tuple[str, ...]],
