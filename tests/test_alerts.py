@@ -186,18 +186,95 @@ def test_documented_alert_table_equals_rules() -> None:
         assert threshold and meaning, name
 
 
-@pytest.mark.parametrize(("labels", "receiver"), [
-    (("severity=critical", "alertname=DockerHygieneEngineDown"), "pager"),
-    (("severity=warning", "alertname=DockerHygieneContainerDrifted"), "tickets"),
-    (("severity=info", "alertname=DockerHygienePullSurge"), "not-routed"),
+def test_only_exporter_down_pages() -> None:
+    """critical pages someone: only when hygiene data is being lost, never for a state."""
+    critical = {name for name, r in alerts().items() if r["labels"]["severity"] == "critical"}
+    assert critical == {"DockerHygieneExporterDown"}
+
+
+@pytest.mark.parametrize(("alertname", "receiver"), [
+    ("DockerHygieneExporterDown", "pager"),
+    ("DockerHygieneEngineDown", "tickets"),
+    ("DockerHygieneContainerDrifted", "tickets"),
+    ("DockerHygienePullSurge", "not-routed"),
 ])
-def test_alertmanager_example_routes_by_severity(labels: tuple[str, ...],
-                                                 receiver: str) -> None:
+def test_alertmanager_example_routes_by_severity(alertname: str, receiver: str) -> None:
     amtool = need("amtool")
     config = str(ALERTS / "alertmanager.example.yml")
     check = run(amtool, "check-config", config)
     assert check.returncode == 0, check.stdout + check.stderr
+    severity = alerts()[alertname]["labels"]["severity"]
+    labels = (f"severity={severity}", f"alertname={alertname}")
     routed = run(amtool, "config", "routes", "test", "--config.file", config, *labels)
     assert routed.returncode == 0, routed.stdout + routed.stderr
     assert routed.stdout.split() == [receiver]
     assert yaml.safe_load(Path(config).read_text())["receivers"][0] == {"name": "not-routed"}
+
+
+_AM_MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
+
+
+def alertnames_matched(matchers: list[str]) -> set[str]:
+    """The alerts of the rules an inhibit rule's matchers select (by alertname, and by
+    severity where a matcher names it), as Alertmanager matches: regexes anchored."""
+    chosen = set(alerts())
+    for text in matchers:
+        m = _AM_MATCHER.match(text)
+        assert m, f"cannot read matcher {text!r}"
+        label, op, value = m.groups()
+        assert label in {"alertname", "severity"}, text
+        def matches(name: str, label: str = label, op: str = op, value: str = value) -> bool:
+            have = name if label == "alertname" else alerts()[name]["labels"]["severity"]
+            hit = (re.fullmatch(value, have) is not None) if "~" in op else have == value
+            return hit != op.startswith("!")
+        chosen = {name for name in chosen if matches(name)}
+    return chosen
+
+
+def firing_label_sets() -> dict[str, list[set[str]]]:
+    """Per alert, the label names of each firing alert the promtool unit tests expect."""
+    found: dict[str, list[set[str]]] = {}
+    for f in promtool_test_files():
+        for case in yaml.safe_load(f.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                for exp in check.get("exp_alerts") or []:
+                    found.setdefault(check["alertname"], []).append(set(exp["exp_labels"]))
+    return found
+
+
+# source alert -> (target alerts, labels that must be equal), as the example documents them.
+INHIBITS = {
+    "DockerHygieneEngineDown": (
+        {"DockerHygieneCollectorFailing", "DockerHygieneCollectorStale"}, {"instance"}),
+    "DockerHygieneRegistryRateLimited": (
+        {"DockerHygieneUpstreamCheckFailing"}, {"instance", "registry"}),
+    "DockerHygieneExporterDown": (
+        {"DockerHygieneEngineDown", "DockerHygieneCollectorFailing",
+         "DockerHygieneCollectorStale", "DockerHygieneCollectorDead"}, {"instance"}),
+    "DockerHygieneContainerDrifted": (
+        {"DockerHygieneUpstreamUpdateNotPulled"}, {"instance", "container", "image"}),
+}
+
+
+def test_alertmanager_example_inhibit_rules() -> None:
+    config = yaml.safe_load((ALERTS / "alertmanager.example.yml").read_text())
+    found = {}
+    for rule in config["inhibit_rules"]:
+        assert set(rule) == {"source_matchers", "target_matchers", "equal"}, rule
+        sources = alertnames_matched(rule["source_matchers"])
+        assert len(sources) == 1, (rule, sources)
+        source = sources.pop()
+        assert source not in found, f"{source} inhibits in two rules"
+        found[source] = (alertnames_matched(rule["target_matchers"]), set(rule["equal"]))
+    assert found == INHIBITS
+    # A 429 from one registry silences that registry's failing checks, not another's.
+    assert "registry" in found["DockerHygieneRegistryRateLimited"][1]
+    # Alertmanager counts a label both alerts lack as equal: every `equal` label must be one
+    # that source and target carry, or a source would inhibit targets of any registry,
+    # container or instance. The unit tests show every alert firing with its labels.
+    labels = firing_label_sets()
+    for source, (targets, equal) in INHIBITS.items():
+        for name in {source, *targets}:
+            assert labels.get(name), f"{name} is never shown firing"
+            for have in labels[name]:
+                assert equal <= have, f"{name} fires without {equal - have}"
