@@ -273,8 +273,8 @@ def test_alertmanager_example_inhibit_rules() -> None:
     # that source and target carry, or a source would inhibit targets of any registry,
     # container or instance. The unit tests show every alert firing with its labels.
     labels = firing_label_sets()
-    for source, (targets, equal) in INHIBITS.items():
-        for name in {source, *targets}:
+    for source, (target_names, equal) in INHIBITS.items():
+        for name in {source, *target_names}:
             assert labels.get(name), f"{name} is never shown firing"
             for have in labels[name]:
                 assert equal <= have, f"{name} fires without {equal - have}"

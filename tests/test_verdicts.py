@@ -109,3 +109,48 @@ def test_a_registry_that_comes_back_is_asked_again_within_minutes() -> None:
         decide(c, check, Outcome("unknown", "not_found"), t)
     assert c._due[IMAGE] - time.monotonic() > 3000  # doubled up to the 1 h interval
     c.close()
+
+
+def test_metrics_show_the_verdict_and_no_placeholder_dates() -> None:
+    """While unknown, docker_image_upstream_drift and the container's drift say what was
+    decided; a reproducible build's placeholder date (1980) is no build time for an update's
+    maturity: the created timestamps are absent, so the maturity alerts cannot fire on it."""
+    from exporter.collectors.upstream import UpstreamCollector
+    from exporter.collectors.versions import VersionsCollector
+    from exporter.snapshots import (
+        Container,
+        EngineSnapshot,
+        Image,
+        ImageVersions,
+        UpstreamSnapshot,
+        VersionsSnapshot,
+    )
+    from exporter.sources.loop import Source
+
+    image = Image("sha256:old", (IMAGE,), (), 1000, 1.7e9, None, 1)
+    engine = EngineSnapshot((image,), (Container("c1", "app", IMAGE, "sha256:old", "running",
+                                                 1.7e9, stale=False),), "1.41")
+    states = {"unknown": TagState(IMAGE, "sha256:old", "unknown", "unreachable",
+                                  upstream_config="sha256:newcfg", checked=1.7e9,
+                                  decided="drifted", created=315532800.0),
+              "never decided": TagState(IMAGE, "sha256:old", "unknown", "unreachable")}
+    for case, state in states.items():
+        up = UpstreamSnapshot((state,))
+        sources = Source("engine", lambda: engine, 60), Source("upstream", lambda u=up: u, 60)
+        sources[0].snapshot, sources[1].snapshot = engine, up
+        got = {(f.name, s.labels.get("container", "")): s.value for f in UpstreamCollector(
+            sources[1], sources[0], 60).collect() for s in f.samples}
+        drift = 1.0 if case == "unknown" else None
+        assert got.get(("docker_image_upstream_drift", "")) == drift, case
+        assert got.get(("docker_container_upstream_drift", "app")) == drift, case
+        assert ("docker_image_upstream_created_timestamp_seconds", "") not in got, case
+        assert got[("docker_image_upstream_status", "")] in (0, 1)
+
+    versions = VersionsSnapshot((ImageVersions("app:1.0.0", "1.0.0", "1.1.0", 1, 315532800.0),
+                                 ImageVersions("web:1.0.0", "1.0.0", "1.2.0", 2, 1.7e9)), ())
+    source = Source("versions", lambda: versions, 60)
+    source.snapshot = versions
+    created = {s.labels["image"]: s.value for f in VersionsCollector(source, 60).collect()
+               if f.name == "docker_image_newer_version_created_timestamp_seconds"
+               for s in f.samples}
+    assert created == {"web:1.0.0": 1.7e9}

@@ -28,6 +28,7 @@ from exporter.collectors import SnapshotCollector, cached
 from exporter.decisions.drift import container_state
 from exporter.snapshots import UPSTREAM_STATUSES, EngineSnapshot, UpstreamSnapshot
 from exporter.sources.loop import Source
+from exporter.timestamps import build_time
 
 
 class UpstreamCollector(SnapshotCollector):
@@ -73,7 +74,8 @@ class UpstreamCollector(SnapshotCollector):
         created = GaugeMetricFamily(
             "docker_image_upstream_created_timestamp_seconds",
             "When the image the registry serves for the tag was built, for this platform "
-            "(from its config)." + note, labels=["image"])
+            "(from its config); absent when that is a reproducible build's placeholder date "
+            "(before 2013-03-13)." + note, labels=["image"])
         states = {}
         for s in snap.states:
             states[s.image] = s
@@ -89,8 +91,8 @@ class UpstreamCollector(SnapshotCollector):
                 checked.add_metric([s.image], s.checked)
             if s.signed is not None:
                 signed.add_metric([s.image], 1 if s.signed else 0)
-            if s.created is not None:
-                created.add_metric([s.image], s.created)
+            if (built := build_time(s.created)) is not None:
+                created.add_metric([s.image], built)
         yield from (status, drift, since, checked, signed, created)
 
         containers = GaugeMetricFamily(

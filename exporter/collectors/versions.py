@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors import SnapshotCollector, cached
+from exporter.timestamps import build_time
 
 
 class VersionsCollector(SnapshotCollector):
@@ -36,13 +37,15 @@ class VersionsCollector(SnapshotCollector):
         created = GaugeMetricFamily(
             "docker_image_newer_version_created_timestamp_seconds",
             "When the first newer version's image was built for this platform (Docker Hub: "
-            "pushed): a newer version has existed since then." + note, labels=["image"])
+            "pushed): a newer version has existed since then; absent when that is a "
+            "reproducible build's placeholder date (before 2013-03-13)." + note,
+            labels=["image"])
         for v in snap.images:
             behind.add_metric([v.image], v.behind)
             if v.latest:
                 info.add_metric([v.image, v.current, v.latest], 1)
-                if v.first_created is not None:
-                    created.add_metric([v.image], v.first_created)
+                if (built := build_time(v.first_created)) is not None:
+                    created.add_metric([v.image], built)
         yield from (info, behind, created)
         containers = GaugeMetricFamily(
             "docker_container_newer_version_available",
