@@ -531,6 +531,28 @@ class ExporterProcess:
             self.proc = None
 
 
+def _serve(args: list[str], log_path: Path, ready_url: str) -> subprocess.Popen:
+    """Start a Prometheus-project server and wait until it says it is ready; fail loudly
+    with its log when it exits or never is."""
+    name = Path(args[0]).name
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True,
+                            cwd=log_path.parent)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited")
+        return httpx.get(ready_url, timeout=1).status_code == 200
+
+    try:
+        wait_for(ready, 30, f"{name} to be ready")
+    except (TimeoutError, RuntimeError) as exc:
+        _stop(proc)
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{name} did not start: {exc}\n{tail}") from None
+    return proc
+
+
 class Prometheus:
     """The prometheus binary on a loopback port, with its own TSDB directory."""
 
@@ -563,23 +585,10 @@ class Prometheus:
             settings["alerting"] = {"alertmanagers": [
                 {"static_configs": [{"targets": [self.alertmanager]}]}]}
         config.write_text(yaml.safe_dump(settings))
-        log = open(self.root / "prometheus.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
+        self.proc = _serve(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={self.root / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=log, stderr=log, start_new_session=True, cwd=self.root)
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError("prometheus exited:\n" + self.log()[-3000:])
-            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
-
-        try:
-            wait_for(ready, 30, "prometheus to be ready")
-        except (TimeoutError, RuntimeError) as exc:
-            self.stop()
-            raise RuntimeError(f"prometheus did not start: {exc}\n{self.log()[-3000:]}") \
-                from None
+            self.root / "prometheus.log", f"{self.url}/-/ready")
         return self
 
     def log(self) -> str:
@@ -619,23 +628,10 @@ class Alertmanager:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "alertmanager.yml"
         config.write_text(yaml.safe_dump(self.config))
-        log = open(self.root / "alertmanager.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
+        self.proc = _serve(
             [binary, f"--config.file={config}", f"--storage.path={self.root / 'data'}",
              f"--web.listen-address={self.address}", "--cluster.listen-address="],
-            stdout=log, stderr=log, start_new_session=True, cwd=self.root)
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError("alertmanager exited:\n" + self.log()[-3000:])
-            return httpx.get(f"http://{self.address}/-/ready", timeout=1).status_code == 200
-
-        try:
-            wait_for(ready, 30, "alertmanager to be ready")
-        except (TimeoutError, RuntimeError) as exc:
-            self.stop()
-            raise RuntimeError(f"alertmanager did not start: {exc}\n{self.log()[-3000:]}") \
-                from None
+            self.root / "alertmanager.log", f"http://{self.address}/-/ready")
         return self
 
     def log(self) -> str:
