@@ -11,15 +11,20 @@ the test starts the exporter on a state file as a run of days ago left it: the d
 tag first seen 8 days ago, and the image a re-pulled tag names first seen 2 days ago. The
 images, containers, pulls, registry, outage and restart are real.
 
-A second, quiet host (its own dockerd: local builds only, one reproducible image dated 1980,
-a dangling image, Docker Hub unreachable) is watched by a second exporter in zero
-configuration the whole time: no warning or critical alert may even be pending for it.
+A second, quiet host (its own dockerd: local builds only, one reproducible image dated 1980
+that a container runs, an old 2019 image, a dangling image, Docker Hub unreachable) is
+watched by a second exporter in zero configuration the whole time: no warning or critical
+alert may even be pending for it, no collector fails (the hub collector has nothing to ask,
+so it asks nothing), and the 1980 image has no age on the status page or in ``report``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,16 +32,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from exporter.bundle import RUNBOOK_URL
 from exporter.decisions.tagged import TagSeen
 from exporter.state import StateStore
+from exporter.status import NO_DATE, human_age
 from tests.images import load_old_image
 from tests.promql import ALERTS, rule_files
 from tests.registries import FaultProxy
 from tests.services import (
+    ROOT,
     Alertmanager,
     Dockerd,
     ExporterProcess,
@@ -179,6 +187,46 @@ def check_rendered(alert: dict[str, Any]) -> list[str]:
     return problems
 
 
+REPRODUCIBLE = "hygiene-quiet/distroless:nonroot"
+OLD = "hygiene-quiet/legacy:2019"
+
+
+def quiet_host_is_healthy(exp: ExporterProcess, quiet: Dockerd, hub: str) -> None:
+    """Every collector healthy, the hub one too (it had nothing to ask, so asked nothing,
+    cycle after cycle); the reproducible build has no age on the page or in ``report``, and
+    the oldest image is the 2019 build."""
+    m = exp.scrape()
+    assert (m.get("docker_exporter_collector_last_success_timestamp_seconds", collector="hub")
+            or 0) - (m.get("process_start_time_seconds") or 0) > 3, "the hub collector"
+    assert m.get("docker_exporter_collector_failures_total", collector="hub") == 0
+    assert not [lb for lb, _ in m.select("docker_registry_requests_total")
+                if lb.get("registry") == hub], m.select("docker_registry_requests_total")
+    assert {lb["collector"]: v for lb, v in m.select("docker_exporter_collector_success")} \
+        == dict.fromkeys(("engine", "disk", "upstream", "versions", "events", "hub"), 1.0)
+    assert "is failing" not in exp.log()
+    # The metric is the config's truth, 1980-01-01T00:00:01Z; the page and report say
+    # "reproducible build", not "46 years".
+    repro_id = quiet.image_id(REPRODUCIBLE)
+    assert m.get("docker_image_created_timestamp_seconds", id=repro_id) == 315532801
+    page = httpx.get(f"{exp.url}/", timeout=10).text
+    row = next(r for r in page.split("<tr>") if REPRODUCIBLE.replace("/", "/<wbr>") in r
+               and 'data-label="Built"' in r)
+    assert NO_DATE in row and "years" not in row, row
+    age = human_age(time.time() - 1551398400)  # 2019-03-01
+    assert f'<div class="n">{age}</div><div class="l">age of the oldest image' in page
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_HYGIENE_")}
+    out = subprocess.run([sys.executable, "-m", "exporter", "report", "--docker.host",
+                          quiet.host, "--upstream.mode", "off", "--hub.enabled", "false"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    oldest = lines[next(i for i, x in enumerate(lines) if x.startswith("OLDEST IMAGES")):]
+    rows = [x for x in oldest if x.startswith(("hygiene-quiet/", "quiet-", "hygiene-base"))]
+    assert rows[0].startswith(OLD) and age in rows[0], oldest  # oldest first
+    assert rows[-1].startswith(REPRODUCIBLE) and NO_DATE in rows[-1], oldest  # no age: last
+    assert "46 years" not in out.stdout
+
+
 def freed_by_prune(d: Dockerd) -> float:
     """``docker image prune`` on its own, and the bytes it says it freed."""
     out = d.cli("image", "prune", "-f")
@@ -227,9 +275,10 @@ def test_incidents_page_once_stay_firing_and_resolve(
         # -- the quiet host ------------------------------------------------------------------
         quiet.make_base_image("hygiene-base:1")
         quiet.build("quiet-app:1", "FROM hygiene-base:1\nCOPY v /v\n", {"v": "app"})
-        load_old_image(quiet, "quiet-reproducible:1", "1980-01-01T00:00:01Z", tmp_path)
+        load_old_image(quiet, REPRODUCIBLE, "1980-01-01T00:00:01Z", tmp_path)
+        load_old_image(quiet, OLD, "2019-03-01T00:00:00Z", tmp_path)
         for name, image in (("quiet-app", "quiet-app:1"),
-                            ("quiet-reproducible", "quiet-reproducible:1")):
+                            ("quiet-reproducible", REPRODUCIBLE)):
             quiet.cli("run", "-d", "--name", name, *quiet.RUN, image,
                       "/bin/busybox", "sleep", "3600")
         # A tag built twice leaves the first build dangling: 3 MB of its own, on a shared base.
@@ -249,7 +298,7 @@ def test_incidents_page_once_stay_firing_and_resolve(
         closed = free_port()  # nothing listens: Docker Hub is unreachable from the quiet host
         calm: ExporterProcess = exporter_factory(
             "--docker.host", quiet.host, *FAST, "--hub.enabled", "true",
-            "--hub.url", f"http://127.0.0.1:{closed}")
+            "--hub.url", f"http://127.0.0.1:{closed}", "--hub.interval", "1s")
         receiver = Receiver()
         started.append(receiver)
         am = Alertmanager(tmp_path / "alertmanager", example_routing(receiver)).start()
@@ -327,6 +376,7 @@ def test_incidents_page_once_stay_firing_and_resolve(
         noisy = prom.query(f'max_over_time(ALERTS{{instance="{calm_host}", '
                            f'severity=~"warning|critical"}}[{window}s])')
         assert not noisy, f"the quiet host raised {[n['metric'] for n in noisy]}"
+        quiet_host_is_healthy(calm, quiet, f"127.0.0.1:{closed}")
 
         # -- what the on-call received ----------------------------------------------------------
         notified = receiver.alerts()
