@@ -242,9 +242,9 @@ def test_soak_memory_and_descriptors_stay_flat(dockerd: Dockerd, registry: Regis
     for t in threads:
         t.start()
     try:
-        time.sleep(15)  # warm-up: caches, pools and allocator arenas fill
+        time.sleep(10)  # warm-up: caches, pools and allocator arenas fill
         first = _proc_counts(exp.proc.pid)
-        time.sleep(45)
+        time.sleep(30)  # the long run is bench/soak.py's (BENCHMARKS.md)
         last = _proc_counts(exp.proc.pid)
     finally:
         stop.set()
@@ -253,7 +253,7 @@ def test_soak_memory_and_descriptors_stay_flat(dockerd: Dockerd, registry: Regis
     m = exp.scrape()
     heads = m.get("docker_registry_requests_total", registry=registry.address, method="HEAD",
                   code="200")
-    assert scrapes[0] > 500 and heads >= 40, (scrapes, heads)
+    assert scrapes[0] > 300 and heads >= 25, (scrapes, heads)
     # Request threads and their sockets come and go with the scrapes in flight (2 here):
     # a leak is growth beyond that.
     assert last[0] <= first[0] + 2, (first, last)  # threads
