@@ -104,8 +104,9 @@ class Exporter:
         disk_engine = Engine(config.docker_host, config.collector_disk_timeout)
         problems = Problems()  # one warning per root cause, whichever sources it stops
         central = config.upstream_mode == "central"
-        store = StateStore(config.state_path or default_path()) \
-            if config.upstream_mode in ("local", "central") else None
+        # Also with upstream checks off (fleet hosts): the tags' first sight times the stale
+        # grace period, and must survive restarts there too.
+        store = StateStore(config.state_path or default_path())
         events = None
         if config.events_enabled and not central:
             # A stream silent for four engine intervals is checked (and re-opened).
@@ -113,8 +114,7 @@ class Exporter:
                                  max(1.0, 4 * config.collector_engine_interval), problems,
                                  store=store)
         seen_pulled = events.pulled_repositories if events is not None else frozenset
-        # Tags' first sight: in the state store when there is one, else for this process only.
-        reader = EngineReader(engine, seen_pulled, store or StateStore(None),
+        reader = EngineReader(engine, seen_pulled, store,
                               events.pull_times if events is not None else dict)
         parts = Parts(
             engine=Source("engine", reader.read,
@@ -123,6 +123,7 @@ class Exporter:
                         disk_engine.close, problems),
             upstream_interval=config.upstream_interval,
             versions_interval=config.versions_interval,
+            store=store,
         )
         policy = request_policy(config)
         hub_api = None

@@ -246,9 +246,10 @@ class Config:
     # state
     state_path: str | None = _setting(
         "state.path", v.optional_string, None,
-        "SQLite file keeping drift-since times, registry documents and tag lists across "
-        "restarts (default: $STATE_DIRECTORY/state.db, else "
-        "~/.local/state/docker-hygiene-exporter/state.db).", "FILE")
+        "SQLite file keeping drift-since times, last decided upstream states, tags' first "
+        "sight, registry documents and tag lists across restarts (default: "
+        "$STATE_DIRECTORY/state.db, else ~/.local/state/docker-hygiene-exporter/state.db).",
+        "FILE")
     # registries
     registries: tuple[tuple[str, Credentials], ...] = _setting(
         "registries", v.registries, (),

@@ -75,7 +75,8 @@ class ExporterCollector:
         if self.store is not None:
             yield GaugeMetricFamily(
                 "docker_exporter_state_persistent",
-                "1 when the state store (drift-since times, registry documents) is written to "
-                "disk now, 0 while it is kept in memory only because the file cannot be "
-                "written (locked, read-only; tried again with back-off).",
+                "1 when the state store (drift-since times, verdicts, tags' first sight, "
+                "registry documents) is written to disk now, 0 while it is kept in memory "
+                "only because the file cannot be written (locked, read-only; tried again "
+                "with back-off).",
                 value=1 if self.store.persistent else 0)
