@@ -55,7 +55,7 @@ from tests.services import (
 )
 from tests.test_upstream import publish_elsewhere, push_version
 
-SCALE = 120
+SCALE = 60
 DAY = 86400.0
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 FAST = ("--collector.engine.interval", "1s", "--collector.disk.interval", "1s")
