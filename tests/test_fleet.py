@@ -75,8 +75,11 @@ def test_fleet_alert_fires_for_the_hosts_still_on_the_old_digest(
         tmp_path_factory) -> None:
     """Two hosts (two dockerds) in off mode, one central checker asking a real Prometheus."""
     rules = (ALERTS / "fleet.rules.yml").read_text()
-    assert "> 7 * 86400" in rules
-    (tmp_path / "fleet.rules.yml").write_text(rules.replace("> 7 * 86400", "> 0"))
+    assert "> 7 * 86400" in rules and "keep_firing_for: 15m" in rules
+    # No grace, so the alert fires at once; and no keep_firing_for: host b is drifted too for
+    # the moment between the push and its pull, which would hold its alert for 15 minutes.
+    (tmp_path / "fleet.rules.yml").write_text(
+        rules.replace("> 7 * 86400", "> 0").replace("keep_firing_for: 15m", "keep_firing_for: 0s"))
     ref = f"{registry.address}/hygiene/fleet-e2e:1"
     push_version(dockerd, ref, "fleet one")
     other = Dockerd(Path(tmp_path_factory.mktemp("fleet-host-b", numbered=True))).start()
