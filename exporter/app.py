@@ -70,12 +70,12 @@ class Parts:
 
 
 def build_collectors(parts: Parts) -> list[Any]:
-    """Every docker_* collector, in exposition order."""
+    """Every docker_* collector, in exposition order: those rendered from snapshots first,
+    then the live ones, whose text a scrape appends (see exporter/exposition.py)."""
     if parts.central and parts.upstream is not None:
-        return [ExporterCollector(None, parts.sources, parts.store),
-                FleetCollector(parts.upstream, parts.upstream_interval)]
+        return [FleetCollector(parts.upstream, parts.upstream_interval),
+                ExporterCollector(None, parts.sources, parts.store)]
     collectors: list[Any] = [
-        ExporterCollector(parts.engine, parts.sources, parts.store),
         DiskCollector(parts.disk),
         ImagesCollector(parts.engine, parts.disk),
         ContainersCollector(parts.engine),
@@ -86,7 +86,8 @@ def build_collectors(parts: Parts) -> list[Any]:
     if parts.versions is not None:
         collectors.append(VersionsCollector(parts.versions, parts.versions_interval))
     collectors += pulls_collectors(parts.events, parts.hub, parts.webhook, parts.harbor)
-    return collectors
+    collectors.append(ExporterCollector(parts.engine, parts.sources, parts.store))
+    return sorted(collectors, key=lambda c: getattr(c, "cache_key", None) is None)
 
 
 def build_registry(parts: Parts) -> CollectorRegistry:
@@ -155,6 +156,9 @@ class Exporter:
         self.webhook = parts.webhook
         self.exposition = Exposition(
             [*build_collectors(parts), ProcessCollector(registry=None)])
+        for source in self.sources:
+            if isinstance(source, Source):  # the event stream's pulls are rendered live
+                source.on_publish(self.exposition.changed)
         self._stop = threading.Event()
         self._on_scrape = threading.Lock()
         self.status_rows = RowCache()  # the status page's rows, kept per snapshot
@@ -164,14 +168,16 @@ class Exporter:
         first = self.parts.upstream if self.parts.central else self.engine
         return first is not None and first.ready.is_set()
 
-    def render(self, encoder: Callable[[Any], bytes], openmetrics: bool) -> bytes:
+    def render(self, encoder: Callable[[Any], bytes], openmetrics: bool,
+               gzip: bool = False) -> bytes:
         if self.config.collector_on_scrape:
             # The baseline most exporters are: read the engine while the scrape waits (one
             # scrape at a time: the readers are not shared between threads).
             with self._on_scrape:
                 self.parts.engine.refresh()
                 self.parts.disk.refresh()
-        return self.exposition.render(encoder, openmetrics)
+                return self.exposition.render(encoder, openmetrics, gzip, fresh=True)
+        return self.exposition.render(encoder, openmetrics, gzip)
 
     def start(self) -> None:
         if self.config.collector_on_scrape:
@@ -181,6 +187,7 @@ class Exporter:
                                                               self.parts.disk):
                 continue
             source.start(self._stop)
+        self.exposition.start(self._stop)
 
     def stop(self, timeout: float = 0.5) -> None:
         """Signal every loop, give them ``timeout`` in all, and close the state store (every

@@ -1,20 +1,35 @@
-"""Rendering a scrape, with each collector's text kept until its snapshot changes.
+"""Rendering a scrape from text made ready in the background.
 
-Building and formatting tens of thousands of series costs tens of milliseconds of Python.
-The image, container, disk and upstream families change only when a background read
-publishes a new snapshot, so their text is formatted once per snapshot and reused by every
-scrape until the next one; only the small, always-changing families are built per scrape.
+Formatting tens of thousands of series costs tens of milliseconds of Python. The image,
+container, disk and upstream families change only when a source publishes a new snapshot
+(an unchanged read keeps the old object: see ``Source.refresh``), so a renderer thread,
+woken by each publication, formats the collectors whose snapshots changed and joins them,
+for each format a scraper has asked for, into ready bytes and their gzip. A scrape takes
+the ready bytes as they are, even while the renderer works on newer ones, and formats only
+the small live families (the exporter's own counters and collector status, pulls, process
+metrics): what a scrape costs does not depend on when the last refresh happened.
+
+The gzip of the ready bytes ends in a sync flush, and the compressor is kept: a scrape
+copies it, compresses the live part and finishes the stream, so the body is one gzip
+member and only the live part is compressed per scrape.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import Metric
 
+log = logging.getLogger(__name__)
+
 EOF_LINE = b"# EOF\n"
+GZIP_LEVEL = 1  # the live part is compressed during the scrape: fast beats small
+Encoder = Callable[[Any], bytes]
 
 
 class _One:
@@ -27,31 +42,98 @@ class _One:
         return iter(self.collector.collect())
 
 
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The snapshot families of one format: their text, and its gzip up to a sync flush."""
+
+    keys: tuple[tuple[object, ...], ...]  # each collector's cache_key() it was rendered from
+    text: bytes
+    gzip_head: bytes
+    gzip_state: Any  # zlib's compressor after gzip_head; copied, never used itself
+
+
 class Exposition:
     def __init__(self, collectors: Sequence[Any]) -> None:
-        self.collectors = list(collectors)
-        self._cache: dict[tuple[int, bool], tuple[tuple[Any, ...], bytes]] = {}
-        self._lock = threading.Lock()
+        # Snapshot collectors first, so their text is a prefix the live part is appended to.
+        self.keyed = [c for c in collectors if getattr(c, "cache_key", None) is not None]
+        self.live = [c for c in collectors if getattr(c, "cache_key", None) is None]
+        self._texts: dict[tuple[int, bool], tuple[tuple[object, ...], bytes]] = {}
+        self._ready: dict[bool, Ready] = {}
+        self._encoders: dict[bool, Encoder] = {}  # the formats scrapers asked for
+        self._rendering = threading.Lock()  # one renderer at a time
+        self._wake = threading.Event()
+        self.rendered = 0  # collector texts formatted so far (for tests and benchmarks)
 
-    def render(self, encoder: Callable[[Any], bytes], openmetrics: bool) -> bytes:
-        parts = []
-        for index, collector in enumerate(self.collectors):
-            key_fn = getattr(collector, "cache_key", None)
-            key = key_fn() if key_fn else None
-            slot = (index, openmetrics)
-            with self._lock:
-                hit = self._cache.get(slot)
-            if key is not None and hit is not None and len(hit[0]) == len(key) and all(
-                    a is b for a, b in zip(hit[0], key, strict=True)):
-                text = hit[1]
-            else:
-                text = encoder(_One(collector))
-                if openmetrics and text.endswith(EOF_LINE):
-                    text = text[: -len(EOF_LINE)]
-                if key is not None:
-                    with self._lock:
-                        self._cache[slot] = (key, text)
-            parts.append(text)
+    def changed(self) -> None:
+        """A source published a new snapshot (called on its thread: only wakes the renderer)."""
+        self._wake.set()
+
+    def render(self, encoder: Encoder, openmetrics: bool, gzip: bool = False,
+               fresh: bool = False) -> bytes:
+        """The body of a scrape. ``fresh`` renders what changed first (collect-on-scrape);
+        otherwise only the first scrape of a format waits for its text."""
+        ready = self._ready.get(openmetrics)
+        if ready is None or fresh:
+            ready = self.update(encoder, openmetrics)
+        live = b"".join(self._text(encoder, collector, openmetrics) for collector in self.live)
         if openmetrics:
-            parts.append(EOF_LINE)
-        return b"".join(parts)
+            live += EOF_LINE
+        if not gzip:
+            return ready.text + live
+        compressor = ready.gzip_state.copy()
+        return ready.gzip_head + compressor.compress(live) + compressor.flush()
+
+    def update(self, encoder: Encoder, openmetrics: bool) -> Ready:
+        """Format the snapshot collectors whose snapshots changed, and publish the result."""
+        with self._rendering:
+            self._encoders[openmetrics] = encoder
+            keys = tuple(collector.cache_key() for collector in self.keyed)
+            old = self._ready.get(openmetrics)
+            if old is not None and len(old.keys) == len(keys) and all(
+                    _same(a, b) for a, b in zip(old.keys, keys, strict=True)):
+                return old
+            parts = []
+            for index, (collector, key) in enumerate(zip(self.keyed, keys, strict=True)):
+                hit = self._texts.get((index, openmetrics))
+                if hit is None or not _same(hit[0], key):
+                    hit = key, self._text(encoder, collector, openmetrics)
+                    self._texts[(index, openmetrics)] = hit
+                    self.rendered += 1
+                parts.append(hit[1])
+            text = b"".join(parts)
+            compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            head = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            ready = self._ready[openmetrics] = Ready(keys, text, head, compressor)
+            return ready
+
+    @staticmethod
+    def _text(encoder: Encoder, collector: Any, openmetrics: bool) -> bytes:
+        text = encoder(_One(collector))
+        if openmetrics and text.endswith(EOF_LINE):
+            text = text[: -len(EOF_LINE)]
+        return text
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        """The renderer: after each publication, the formats scrapers asked for are made
+        ready again. A failure is logged and drops that format's ready text, so the next
+        scrape renders it itself and fails as loudly as it would have without a renderer."""
+        def loop() -> None:
+            while not stop.is_set():
+                if not self._wake.wait(1.0):
+                    continue
+                self._wake.clear()
+                for openmetrics, encoder in list(self._encoders.items()):
+                    try:
+                        self.update(encoder, openmetrics)
+                    except Exception:
+                        log.exception("rendering the metrics failed; the next scrape renders "
+                                      "them itself")
+                        self._ready.pop(openmetrics, None)
+
+        thread = threading.Thread(target=loop, name="renderer", daemon=True)
+        thread.start()
+        return thread

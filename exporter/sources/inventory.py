@@ -30,12 +30,34 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _tags(raw: Any) -> tuple[str, ...]:
+def _tags(raw: Any, familiar: Callable[[str], str] = reference.familiar) -> tuple[str, ...]:
     """RepoTags or RepoDigests in the engine's short form (Podman lists them in full)."""
     if not isinstance(raw, list):
         return ()
-    return tuple(sorted({reference.familiar(t) for t in raw
+    return tuple(sorted({familiar(t) for t in raw
                          if isinstance(t, str) and t and "<none>" not in t}))
+
+
+class Familiar:
+    """``reference.familiar`` remembered from one read to the next: parsing every reference
+    again was three quarters of an unchanged read's CPU. Only the names of the latest read
+    are kept (``next_read``), so it holds no more than one read's worth."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, str] = {}
+        self._now: dict[str, str] = {}
+
+    def __call__(self, text: str) -> str:
+        name = self._now.get(text)
+        if name is None:
+            name = self._last.get(text)
+            if name is None:
+                name = reference.familiar(text)
+            self._now[text] = name
+        return name
+
+    def next_read(self) -> None:
+        self._last, self._now = self._now, {}
 
 
 def _label(c: Mapping[str, Any], key: str) -> str:
@@ -128,6 +150,7 @@ def build_engine_snapshot(
     store: str = provenance.CLASSIC,
     pulled_from: Mapping[str, Collection[str] | None] | None = None,
     seen_pulled: Collection[str] = (),
+    familiar: Callable[[str], str] = reference.familiar,
 ) -> EngineSnapshot:
     """Join images and containers into a snapshot and decide which containers are stale.
 
@@ -152,9 +175,9 @@ def build_engine_snapshot(
         manifests = _manifests(img)
         out_images.append(Image(
             id=image_id,
-            tags=_tags(img.get("RepoTags")),
+            tags=_tags(img.get("RepoTags"), familiar),
             repo_digests=provenance.registry_digests(
-                (d for d in _tags(img.get("RepoDigests")) if "@" in d), store,
+                (d for d in _tags(img.get("RepoDigests"), familiar) if "@" in d), store,
                 (pulled_from or {}).get(image_id), seen_pulled),
             size=max(_int(img.get("Size")), 0),
             created=float(_int(img.get("Created"))),
@@ -164,7 +187,7 @@ def build_engine_snapshot(
             platform_manifest=_host_manifest(img, manifests, host),
         ))
     by_id = {i.id: i for i in out_images}
-    by_tag = {reference.familiar(tag): i for i in out_images for tag in i.tags}
+    by_tag = {tag: i for i in out_images for tag in i.tags}  # tags are familiar already
 
     out_containers = []
     for c in containers:
@@ -173,7 +196,7 @@ def build_engine_snapshot(
         # The engine lists the original reference while it still names the container's image,
         # and the image ID once it does not; then Config.Image tells what it was created from.
         origin = created_from.get(str(c.get("Id")), listed) if listed == image_id else listed
-        image = origin if reference.is_image_id(origin) else reference.familiar(origin)
+        image = origin if reference.is_image_id(origin) else familiar(origin)
         # What it runs: the engine says so from API 1.48 (containerd store); before, its
         # image's manifest for this platform, while that image is still listed.
         manifest = _digest(c.get("ImageManifestDescriptor"), "digest")
@@ -225,6 +248,7 @@ class EngineReader:
                               tuple[float | None, frozenset[str] | None]] = {}
         self._config_image: dict[str, str] = {}
         self._said_podman = False
+        self._familiar = Familiar()
 
     def read(self) -> EngineSnapshot:
         asked = time.time()
@@ -245,7 +269,8 @@ class EngineReader:
         failed: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
         engine_down = False
         for img in images:
-            key = (str(img.get("Id")), _tags(img.get("RepoTags")), _tags(img.get("RepoDigests")))
+            key = (str(img.get("Id")), _tags(img.get("RepoTags"), self._familiar),
+                   _tags(img.get("RepoDigests"), self._familiar))
             if key in self._tag_times or podman:  # Podman never sets LastTagTime
                 tag_times[key] = self._tag_times.get(key, (None, None))
                 continue
@@ -291,8 +316,10 @@ class EngineReader:
                     times[image_id] = when
         self._last_read = asked
 
-        return build_engine_snapshot(
+        snapshot = build_engine_snapshot(
             images, containers, times, config_image,
             self.engine.api_version, self.engine.platform, store,
             {k[0]: v[1] for k, v in tag_times.items()},
-            self.seen_pulled() if store == provenance.CONTAINERD else ())
+            self.seen_pulled() if store == provenance.CONTAINERD else (), self._familiar)
+        self._familiar.next_read()
+        return snapshot

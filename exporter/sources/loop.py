@@ -97,6 +97,12 @@ class Source(Generic[T]):
         self._failures = 0  # in a row
         self._failed_total = 0
         self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_publish(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (quickly: it runs on this loop's thread) whenever a read
+        publishes a snapshot that differs from the last."""
+        self._listeners.append(listener)
 
     @property
     def status(self) -> Status:
@@ -124,10 +130,17 @@ class Source(Generic[T]):
                      f" again after {self._failures} failed reads" if self._failures else "")
         self.problems.recovered(self.name)
         self._failures = 0
-        self.snapshot = snapshot
+        # A read equal to the last keeps the last object: everything keyed on it (rendered
+        # text, the status page's rows) stays valid, and nothing downstream reacts.
+        changed = snapshot != self.snapshot
+        if changed:
+            self.snapshot = snapshot
         self._status = Status(True, True, time.monotonic() - started, time.time(), "",
                               self._failed_total)
         self.ready.set()
+        if changed:
+            for listener in self._listeners:
+                listener()
         return True
 
     def _failed(self, exc: Exception, duration: float) -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gzip
 import http
 import logging
 import resource
@@ -280,11 +279,11 @@ class Server:
 
     def _metrics(self, request: Request) -> Reply:
         encoder, content_type = choose_encoder(request.header("accept"))
+        gzipped = "gzip" in request.header("accept-encoding")
         body = self.exporter.render(
-            encoder, content_type.startswith("application/openmetrics-text"))
-        if "gzip" in request.header("accept-encoding"):
-            return Reply(200, gzip.compress(body, compresslevel=1), content_type,
-                         (("Content-Encoding", "gzip"),))
+            encoder, content_type.startswith("application/openmetrics-text"), gzipped)
+        if gzipped:
+            return Reply(200, body, content_type, (("Content-Encoding", "gzip"),))
         return Reply(200, body, content_type)
 
     def admit_post(self, request: Request) -> Reply | None:
