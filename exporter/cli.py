@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -161,6 +162,10 @@ def serve(cfg: config.Config) -> int:
 
     _limit_malloc_arenas()
     exporter = Exporter(cfg)
+    # Modules, classes and functions live as long as the process: out of the cyclic
+    # collector's sight, a full collection (which holds every thread) walks only what the
+    # sources read, not the 40,000 objects of the imports as well.
+    gc.freeze()
     try:
         server = Server(exporter)
     except OSError as exc:

