@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.run import rss_mb  # noqa: E402
 from bench.scrape_cost import fill  # noqa: E402
 from bench.standin_engine import StandInEngine  # noqa: E402
-from tests.services import Dockerd, ExporterProcess, wait_for  # noqa: E402
+from tests.services import Dockerd, ExporterProcess, Registry, wait_for  # noqa: E402
 
 # What Prometheus 2.4x sends with every scrape (scrape/scrape.go), so that content negotiation
 # and compression are those of a real scrape.
@@ -62,6 +62,9 @@ PERIOD, PHASE = 2.0, 0.5  # the compressed 15 s / 15 s: scrape every 2 s, +-0.5 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SUCCESS = re.compile(r'^docker_exporter_collector_success\{collector="(\w+)"\} 1(\.0)?$', re.M)
 IMAGE_LABEL = re.compile(r'^docker_image_info\{[^}]*\bimage="([^"]*)"', re.M)
+UPSTREAM_STATUS = re.compile(
+    r'^docker_image_upstream_status\{(?=[^}]*\bimage="([^"]*)")(?=[^}]*\bstatus="([^"]*)")'
+    r'[^}]*\} 1(\.0)?$', re.M)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -301,10 +304,49 @@ def cycle_cost(host: str, tags: int, reads: EngineReads, window: float, tmp: Pat
 
 # ------------------------------------------------------------- 3: time to first complete
 
-def first_complete(host: str, expected: set[str], log: Path, *extra: str) -> float:
-    """Seconds from starting the process until a scrape holds every tag's docker_image_info
-    line and the engine and disk collectors' success 1, polling every 25 ms."""
-    exp = ExporterProcess(["--docker.host", host, *COMMON, *PACED, *extra], log)
+def fill_from_registry(d: Dockerd, reg: Registry, tags: int) -> set[str]:
+    """``tags`` local tags, 10 per repository, each repository's image pushed to the local
+    registry so that its tags carry a RepoDigest there, as pulled images do: one docker push
+    per repository, the other nine tags PUT as the same manifest and tagged locally."""
+    base = d.make_base_image("bench-base:1")
+    api = httpx.Client(transport=httpx.HTTPTransport(uds=str(d.socket)),
+                       base_url="http://docker/v1.41", timeout=120)
+    manifest_type = "application/vnd.docker.distribution.manifest.v2+json"
+    names = set()
+    with api, httpx.Client(base_url=f"http://{reg.address}", timeout=60) as registry:
+        for r in range(max(1, tags // 10)):
+            repo = f"{reg.address}/bench/u{r}"
+            api.post(f"/images/{base}/tag", params={"repo": repo, "tag": "t0"}
+                     ).raise_for_status()
+            d.cli("push", f"{repo}:t0")
+            manifest = registry.get(f"/v2/bench/u{r}/manifests/t0",
+                                    headers={"Accept": manifest_type})
+            manifest.raise_for_status()
+            names.add(f"{repo}:t0")
+            for t in range(1, 10):
+                registry.put(f"/v2/bench/u{r}/manifests/t{t}", content=manifest.content,
+                             headers={"Content-Type": manifest_type}).raise_for_status()
+                api.post(f"/images/{base}/tag", params={"repo": repo, "tag": f"t{t}"}
+                         ).raise_for_status()
+                names.add(f"{repo}:t{t}")
+    d.cli("rmi", "bench-base:1")
+    return names
+
+
+def decided(text: str) -> set[str]:
+    """Images whose upstream state is decided (current, drifted or platform_unchanged)."""
+    return {m.group(1) for m in UPSTREAM_STATUS.finditer(text) if m.group(2) != "unknown"}
+
+
+def first_complete(host: str, expected: set[str], log: Path, upstream: bool,
+                   *extra: str) -> float:
+    """Seconds from spawning the process until one scrape holds every tag's
+    docker_image_info line and success 1 from the engine and disk collectors (and, with
+    upstream checks on, from the upstream collector, with every tag's state decided),
+    polling every 25 ms."""
+    mode = ("--upstream.mode", "local", "--hub.enabled", "false") if upstream else COMMON
+    collectors = ("engine", "disk", "upstream") if upstream else ("engine", "disk")
+    exp = ExporterProcess(["--docker.host", host, *mode, *PACED, *extra], log)
     started = time.monotonic()
     exp.start(wait_ready=False)
     try:
@@ -317,7 +359,8 @@ def first_complete(host: str, expected: set[str], log: Path, *extra: str) -> flo
                     text = client.get(exp.url + "/metrics").text
                 except httpx.TransportError:
                     text = ""
-                if complete(text, expected, ("engine", "disk")):
+                if complete(text, expected, collectors) and \
+                        (not upstream or expected <= decided(text)):
                     return time.monotonic() - started
                 time.sleep(0.025)
     finally:
@@ -326,7 +369,9 @@ def first_complete(host: str, expected: set[str], log: Path, *extra: str) -> flo
 
 
 STARTUP_HEADER = ("| tags | ours median s | ours max s | on-scrape median s | on-scrape max s "
-                  "| What's Up Docker s (reference) | target |\n|---|---|---|---|---|---|---|")
+                  "| ours with upstream checks median s | max s "
+                  "| What's Up Docker s (reference) | target |\n"
+                  "|---|---|---|---|---|---|---|---|---|")
 
 
 def startup_rows(sizes: list[int], repeats: int, tmp: Path) -> list[str]:
@@ -334,21 +379,23 @@ def startup_rows(sizes: list[int], repeats: int, tmp: Path) -> list[str]:
     reference = {50: "5.3", 500: "10.4"}
     for tags in sizes:
         d = Dockerd(tmp / f"start-{tags}").start()
+        reg = Registry(tmp / f"registry-{tags}").start()
         try:
-            d.make_base_image("bench-base:1")
-            fill(d, tags, 0, tags_per_image=10)
-            expected = {f"bench/img{i % (tags // 10)}:t{i // (tags // 10)}"
-                        for i in range(tags)}
+            expected = fill_from_registry(d, reg, tags)
             result = {}
-            for mode, extra in (("ours", ()), ("on-scrape", ON_SCRAPE)):
-                result[mode] = sorted(first_complete(d.host, expected, tmp / f"s-{mode}.log",
-                                                     *extra) for _ in range(repeats))
+            for mode, upstream, extra in (("ours", False, ()), ("on-scrape", False, ON_SCRAPE),
+                                          ("upstream", True, ())):
+                result[mode] = sorted(
+                    first_complete(d.host, expected, tmp / f"s-{mode}-{i}.log", upstream,
+                                   *extra) for i in range(repeats))
         finally:
             d.stop()
-        ours, base = result["ours"], result["on-scrape"]
+            reg.stop()
+        ours, base, up = result["ours"], result["on-scrape"], result["upstream"]
         target = f"< 1 s: {verdict(statistics.median(ours) < 1)}" if tags == 50 else ""
         rows.append(f"| {tags:,} | {statistics.median(ours):.2f} | {ours[-1]:.2f} "
                     f"| {statistics.median(base):.2f} | {base[-1]:.2f} "
+                    f"| {statistics.median(up):.2f} | {up[-1]:.2f} "
                     f"| {reference.get(tags, '')} | {target} |")
         print("  " + rows[-1], file=sys.stderr, flush=True)
     return rows
@@ -374,7 +421,8 @@ def section(quick: bool) -> str:
             finally:
                 engine.stop()
             cycle_engine = "stand-in engine"
-            startup = startup_rows([50], 1, tmp)
+            startup_sizes = [50]
+            startup = startup_rows(startup_sizes, 1, tmp)
         else:
             d = Dockerd(tmp / "d-2000", args=("--debug",)).start()
             try:
@@ -393,7 +441,8 @@ def section(quick: bool) -> str:
                 runs += scrape_runs("stand-in", engine.host, 20000, 5000, n, n_base, tmp, rng)
             finally:
                 engine.stop()
-            startup = startup_rows([50, 500], 3, tmp)
+            startup_sizes = [50, 500]
+            startup = startup_rows(startup_sizes, 3, tmp)
     content_type = runs[0].content_type
     cycle_rows = [
         f"| nothing changed | {quiet['cycles']} in {quiet['wall_s']:.0f} s "
@@ -449,12 +498,16 @@ every ~2 s), as % of one core:
 
 ### Time from start to the first complete result
 
-A real dockerd with 50 and 500 local tags (10 tags per image, no containers). The clock
-starts when the process is spawned; `/metrics` is polled every 25 ms until one scrape holds a
-`docker_image_info` line for every tag and `docker_exporter_collector_success` 1 for `engine`
-and `disk`. Upstream checks are off, so "complete" means the engine's view, not registry
-drift. Median and maximum of {"one start" if quick else "3 starts"} each. What's Up
-Docker's figures are from issue 15, not measured here.
+A real dockerd with {" and ".join(f"{t:,}" for t in startup_sizes)} local tags, 10 per
+repository, each repository pushed to a local CNCF Distribution registry so that the tags
+carry its RepoDigest, as pulled images do. The clock starts when the process is spawned;
+`/metrics` is polled every 25 ms until one scrape is complete. Without upstream checks
+(`--upstream.mode off`) "complete" means a `docker_image_info` line for every tag and
+`docker_exporter_collector_success` 1 for `engine` and `disk`; with them (`--upstream.mode
+local`, the default, versions on), also success 1 for `upstream` and every tag's
+`docker_image_upstream_status` decided (not `unknown`). Median and maximum of
+{"one start" if quick else "3 starts"} each. What's Up Docker's figures are from issue 15
+(its own start to a complete result, registry checks included), not measured here.
 
 {STARTUP_HEADER}
 {chr(10).join(startup)}
