@@ -455,35 +455,38 @@ def section(quick: bool) -> str:
     rss_rows = [f"| {r.label} | {r.tags:,} | {r.mode} | {r.rss_mb:.0f} | "
                 + (f"<= 60: {verdict(r.rss_mb <= 60)}" if r.mode == "ours" and r.tags == 2000
                    and r.label == "real dockerd" else "") + " |" for r in runs]
-    sizes = "2,000 tags (stand-in engine)" if quick else \
-        "2,000 tags and 500 containers on a real dockerd and 20,000 tags and 5,000 containers " \
-        "on the stand-in engine"
+    sizes = "2,000 tags and 500 containers on the stand-in engine" if quick else \
+        "2,000 tags and 500 containers on a real dockerd, 20,000 tags and 5,000 containers " \
+        "on the stand-in engine (bench/standin_engine.py, served from this process)"
     return f"""## Paced scrapes, work when nothing changed, start-up, memory (issue 15)
 
-Written by `bench/paced.py{' --quick' if quick else ''}`. Figures from one run; each beside
-its baseline from the same run.
+Written by `bench/paced.py{' --quick' if quick else ''}`. Every figure is from one run, each
+beside its baseline from the same run.
 
 ### Scrapes as Prometheus paces them
 
-{sizes}. Both collectors refresh every 2 s (`--collector.engine.interval 2s
+Engines: {sizes}.
+Both collectors refresh every 2 s (`--collector.engine.interval 2s
 --collector.disk.interval 2s`, upstream checks off) and a scrape comes every 2 s plus a
 uniform random phase of +-0.5 s: Prometheus's 15 s / 15 s default, compressed, so a scrape
 lands anywhere relative to the engine reads. Each scrape opens a new connection and sends
-Prometheus's `Accept` (OpenMetrics preferred) and `Accept-Encoding: gzip`; the exporter
-answered `{content_type}`. Time runs from connect to the last body byte. "back-to-back" is
-the same scrapes with no pause, in the same process right after the paced ones; "on-scrape"
-is `--collector.on-scrape true` (reads the engine during every scrape), {n_base} scrapes.
+Prometheus's `Accept` (OpenMetrics preferred) and `Accept-Encoding: gzip`; the answer was
+`{content_type}`.
+Time runs from connect to the last body byte. "back-to-back" is the same scrapes with no
+pause, in the same process right after the paced ones; "on-scrape" is
+`--collector.on-scrape true` (reads the engine during every scrape), {n_base} scrapes.
 
 {scrape_table(runs)}
 
 ### CPU per engine cycle with nothing changed
 
-2,000 tags and 500 containers on a {cycle_engine}; engine interval 1 s, `/system/df` once an
-hour, no scrapes during a {window:.0f} s window. Exporter CPU (utime + stime of every
-thread, `/proc/PID/stat`, 10 ms ticks) divided by the engine reads counted at the engine
-(`GET /images/json`, one per cycle). The events stream, the state store and the
-interpreter are in the process CPU too, so this is an upper bound for the engine loop. The
-baseline adds or removes one tag every second, so nearly every read sees a change.
+2,000 tags and 500 containers on a {cycle_engine};
+engine interval 1 s, `/system/df` once an hour, no scrapes during a {window:.0f} s window.
+Exporter CPU (utime + stime of every thread, `/proc/PID/stat`, 10 ms ticks) divided by the
+engine reads counted at the engine (`GET /images/json`, one per cycle). The events stream,
+the state store and the interpreter are in the process CPU too, so this is an upper bound
+for the engine loop. The baseline adds or removes one tag every second, so nearly every
+read sees a change.
 
 | engine state | engine cycles | CPU ms per cycle | CPU % of one core | target |
 |---|---|---|---|---|
@@ -498,8 +501,8 @@ every ~2 s), as % of one core:
 
 ### Time from start to the first complete result
 
-A real dockerd with {" and ".join(f"{t:,}" for t in startup_sizes)} local tags, 10 per
-repository, each repository pushed to a local CNCF Distribution registry so that the tags
+A real dockerd with {" and ".join(f"{t:,}" for t in startup_sizes)} local tags,
+10 per repository, each repository pushed to a local CNCF Distribution registry so that the tags
 carry its RepoDigest, as pulled images do. The clock starts when the process is spawned;
 `/metrics` is polled every 25 ms until one scrape is complete. Without upstream checks
 (`--upstream.mode off`) "complete" means a `docker_image_info` line for every tag and
