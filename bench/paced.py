@@ -1,7 +1,7 @@
 """Scrapes as Prometheus paces them, CPU when nothing changed, start-up and memory (issue 15).
 
-    .venv/bin/python bench/paced.py            # about 7 minutes on 2 cores
-    .venv/bin/python bench/paced.py --quick    # stand-in engine, smaller counts, ~2 minutes
+    .venv/bin/python bench/paced.py            # about 6 minutes on 2 cores
+    .venv/bin/python bench/paced.py --quick    # stand-in engine, smaller counts, ~70 s
 
 Back-to-back scrapes flatter a cache: every scrape after the first finds the text ready. Prometheus
 scrapes once per interval while the engine is re-read on its own interval, so here the scrapes are
