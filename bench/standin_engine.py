@@ -6,10 +6,14 @@ only the counts are made up. Paths can be made slow, to measure scrapes while th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socketserver
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -130,3 +134,23 @@ class StandInEngine:
         self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def standin_process(socket_path: Path, tags: int, containers: int) -> Iterator[str]:
+    """A stand-in engine served by another Python process (its host URL), so that its work
+    does not compete with the caller's timed requests for the interpreter lock."""
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); "
+            "from bench.standin_engine import StandInEngine; from pathlib import Path; "
+            "StandInEngine(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])); "
+            "print('up', flush=True); time.sleep(10**9)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parent.parent),
+                             str(socket_path), str(tags), str(containers)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout is None or proc.stdout.readline().strip() != "up":
+            raise RuntimeError(f"the stand-in engine did not start (exit {proc.poll()})")
+        yield f"unix://{socket_path}"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -82,10 +82,12 @@ class Exposition:
                fresh: bool = False) -> bytes:
         """The body of a scrape. ``fresh`` renders what changed first (collect-on-scrape);
         otherwise only the first scrape of a format waits for its text."""
-        self._asked.add(openmetrics)
         ready = self._ready.get(openmetrics)
-        if ready is None or fresh:
+        if ready is None or fresh or openmetrics not in self._asked:
+            # The renderer keeps a format up to date only once it was asked for: before, its
+            # text may be older than the snapshots (checked here; rendered only if it is).
             ready = self.update(encoder, openmetrics)
+            self._asked.add(openmetrics)
         live = b"".join(self._text(encoder, collector, openmetrics) for collector in self.live)
         if openmetrics:
             live += EOF_LINE

@@ -176,3 +176,25 @@ def test_the_first_scrape_of_either_format_finds_its_text_ready() -> None:
     finally:
         stop.set()
         thread.join(5)
+
+
+def test_a_format_first_asked_for_late_is_not_served_stale() -> None:
+    """Both formats rendered before the engine's first read; a scraper asks for one; the
+    engine publishes; the other format, asked for later, must show the engine's series."""
+    parts = parts_for_golden()
+    snapshot, parts.engine.snapshot = parts.engine.snapshot, None
+    exposition = Exposition(build_collectors(parts))
+    stop = threading.Event()
+    thread = exposition.start(stop)
+    try:
+        exposition.changed()
+        wait_for(lambda: len(exposition._ready) == 2, 10, "both formats to be rendered")
+        assert b"docker_image_info" not in exposition.render(generate_latest, False)
+        parts.engine.snapshot = snapshot
+        exposition.changed()
+        wait_for(lambda: b"docker_image_info" in exposition.render(generate_latest, False),
+                 10, "the text format to be rendered again")
+        assert b"docker_image_info" in exposition.render(openmetrics, True)
+    finally:
+        stop.set()
+        thread.join(5)
