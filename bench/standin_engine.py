@@ -130,6 +130,20 @@ class StandInEngine:
     def host(self) -> str:
         return f"unix://{self.socket_path}"
 
+    def churn(self, stop: threading.Event, every: float = 1.0) -> None:
+        """Until ``stop``, add or remove one tag of the first image every ``every`` seconds,
+        so that every engine read sees a change."""
+        original = self.bodies["/images/json"]
+        images = json.loads(original)
+        tags, extra = images[0]["RepoTags"], "registry.example.com/team/churn:x"
+        while not stop.wait(every):
+            if extra in tags:
+                tags.remove(extra)
+            else:
+                tags.append(extra)
+            self.bodies["/images/json"] = json.dumps(images).encode()
+        self.bodies["/images/json"] = original
+
     def stop(self) -> None:
         self.stopped.set()
         self.server.shutdown()
@@ -137,15 +151,18 @@ class StandInEngine:
 
 
 @contextlib.contextmanager
-def standin_process(socket_path: Path, tags: int, containers: int) -> Iterator[str]:
+def standin_process(socket_path: Path, tags: int, containers: int,
+                    churn: bool = False) -> Iterator[str]:
     """A stand-in engine served by another Python process (its host URL), so that its work
-    does not compete with the caller's timed requests for the interpreter lock."""
-    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); "
+    does not compete with the caller's timed requests for the interpreter lock. ``churn``:
+    one tag added or removed every second (``StandInEngine.churn``)."""
+    code = ("import sys, threading, time; sys.path.insert(0, sys.argv[1]); "
             "from bench.standin_engine import StandInEngine; from pathlib import Path; "
-            "StandInEngine(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])); "
-            "print('up', flush=True); time.sleep(10**9)")
+            "e = StandInEngine(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])); "
+            "print('up', flush=True); "
+            "e.churn(threading.Event()) if sys.argv[5] == '1' else time.sleep(10**9)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parent.parent),
-                             str(socket_path), str(tags), str(containers)],
+                             str(socket_path), str(tags), str(containers), str(int(churn))],
                             stdout=subprocess.PIPE, text=True)
     try:
         if proc.stdout is None or proc.stdout.readline().strip() != "up":
