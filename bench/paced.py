@@ -465,7 +465,7 @@ save a scrape.
     sizes = "2,000 tags and 500 containers on the stand-in engine" if quick else \
         "2,000 tags and 500 containers on a real dockerd, 20,000 tags and 5,000 containers " \
         "on the stand-in engine (bench/standin_engine.py, in a process of its own)"
-    return f"""## Paced scrapes, work when nothing changed, start-up, memory (issue 15)
+    return f"""## 6. Paced scrapes, work when nothing changed, start-up, memory
 
 Written by `bench/paced.py{' --quick' if quick else ''}`. Every figure is from one run, each
 beside its baseline from the same run.

@@ -1,7 +1,8 @@
 """The benchmark: every figure beside its baseline, written to BENCHMARKS.md.
 
-    .venv/bin/python bench/run.py            # about 10 minutes on 2 cores
+    .venv/bin/python bench/run.py            # about 17 minutes on 2 cores
     .venv/bin/python bench/run.py --quick    # smaller sizes, to try it out
+    .venv/bin/python bench/run.py --only 6   # measure section 6 again, keep the others
 
 1. Scrape cost against the number of tags and containers, the exporter as shipped (reads in
    the background, renders cached text) beside the same exporter with --collector.on-scrape
@@ -12,6 +13,10 @@
    that adds 20 ms per request (a registry across a network), default concurrency beside
    concurrency 1, with the requests counted at the registry and the token server.
 4. Fleet: 20 exporters watching the same 200 tags, with and without fleet mode.
+6. Scrapes as Prometheus paces them beside back-to-back ones, CPU per engine cycle with
+   nothing changed, start-up to the first complete result, memory (bench/paced.py).
+
+Section 5, the soak, is bench/soak.py's; every run keeps the sections it does not measure.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -33,7 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scrape_cost import fill  # noqa: E402
-from bench.soak import SECTION as SOAK_SECTION  # noqa: E402
 from bench.standin_engine import StandInEngine  # noqa: E402
 from tests.services import Dockerd, ExporterProcess, wait_for  # noqa: E402
 
@@ -126,57 +131,28 @@ HEADER = ("| engine | tags | containers | ours median ms | ours p99 ms | on-scra
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def fleet_rows(hosts: int, tags: int) -> list[str]:
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "fleet.py"), "--hosts",
-                          str(hosts), "--tags", str(tags)],
-                         capture_output=True, text=True, check=True, timeout=3600)
-    return [line for line in out.stdout.splitlines() if line.startswith("| ")]
+SCRAPE = """## 1. Scrape cost against tags and containers
 
+"ours" is the exporter as shipped: sources read in the background, and a renderer thread
+formats a collector's families again only when its snapshot changes, so a scrape takes ready
+text. "on-scrape" is the same exporter with `--collector.on-scrape true`, reading images,
+containers and `/system/df` during every scrape, as most exporters do. Upstream checks are
+off (the stand-in's tags are made up). Medians and 99th percentiles of sequential scrapes.
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
-    args = ap.parse_args()
-    sizes = [("real dockerd", "real", 2000, 500), ("stand-in", "standin", 2000, 500),
-             ("stand-in", "standin", 20000, 5000), ("stand-in", "standin", 100000, 5000)]
-    scrapes, upstream_tags = 100, 1000
-    if args.quick:
-        sizes, scrapes, upstream_tags = sizes[1:3], 20, 200
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), platform.processor())
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        t = Path(tmp)
-        scrape = scrape_rows(sizes, scrapes, t)
-        slow = slow_engine_rows(t, scrapes)
-    upstream = upstream_rows(upstream_tags)
-    fleet = fleet_rows(*((4, 40) if args.quick else (20, 200)))
-    text = f"""# Benchmarks
+""" + HEADER + """
+{rows}
+"""
 
-Written by `bench/run.py` on {datetime.date.today().isoformat()}: {os.cpu_count()} cores
-({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB,
-Python {platform.python_version()}, {platform.platform()}. Each figure is measured in the
-same run as its baseline. Medians and 99th percentiles of sequential scrapes.
-
-## 1. Scrape cost against tags and containers
-
-"ours" is the exporter as shipped: sources read in the background, the text of each
-collector kept until its snapshot changes. "on-scrape" is the same exporter with
-`--collector.on-scrape true`, reading images, containers and `/system/df` during every
-scrape, as most exporters do. Upstream checks are off (the stand-in's tags are made up).
-
-{HEADER}
-{chr(10).join(scrape)}
-
-## 2. Scrape latency while the engine is slow
+SLOW = """## 2. Scrape latency while the engine is slow
 
 Stand-in engine, 2,000 tags and 500 containers, both collectors refreshing every second.
 
 | engine | scrape median ms | p99 ms | ratio |
 |---|---|---|---|
-{chr(10).join(slow)}
+{rows}
+"""
 
-## 3. One upstream check cycle of {upstream_tags:,} distinct tags
+UPSTREAM = """## 3. One upstream check cycle of {tags:,} distinct tags
 
 Real CNCF Distribution with bearer-token auth (our token server), 20 repositories, behind a
 proxy that adds 20 ms to every exporter request. Requests counted at the registry (access
@@ -186,9 +162,10 @@ The changed tags all moved to one new image, so its manifest is fetched once for
 
 | run | cycle s | HEAD | GET | token requests | drifted |
 |---|---|---|---|---|---|
-{chr(10).join(upstream)}
+{rows}
+"""
 
-## 4. Fleet: many exporters watching the same tags
+FLEET = """## 4. Fleet: many exporters watching the same tags
 
 Stand-in engines serving the same images, whose tags and digests are real ones in a real
 registry. Without fleet mode every exporter checks its own tags; with it the hosts run
@@ -197,13 +174,74 @@ at the registry for one cycle of every exporter.
 
 | set-up | distinct tags | HEAD requests | per distinct tag |
 |---|---|---|---|
-{chr(10).join(fleet)}
+{rows}
 """
-    # The soak (bench/soak.py) writes section 5 on its own: keep it.
+
+MEASURED = (1, 2, 3, 4, 6)  # section 5 is bench/soak.py's
+
+
+def fleet_rows(hosts: int, tags: int) -> list[str]:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "fleet.py"), "--hosts",
+                          str(hosts), "--tags", str(tags)],
+                         capture_output=True, text=True, check=True, timeout=3600)
+    return [line for line in out.stdout.splitlines() if line.startswith("| ")]
+
+
+SECTION_HEADING = re.compile(r"^## (\d+)\. ", re.M)
+
+
+def sections_of(text: str) -> dict[int, str]:
+    """The numbered sections of BENCHMARKS.md ("## N. ..."), each up to the next."""
+    marks = list(SECTION_HEADING.finditer(text))
+    return {int(m.group(1)): text[m.start():marks[i + 1].start() if i + 1 < len(marks)
+                                  else len(text)].rstrip() + "\n"
+            for i, m in enumerate(marks)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated section numbers to measure "
+                    "again; the others are kept as BENCHMARKS.md has them")
+    ap.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    wanted = {int(n) for n in args.only.split(",") if n} or set(MEASURED)
+    sizes = [("real dockerd", "real", 2000, 500), ("stand-in", "standin", 2000, 500),
+             ("stand-in", "standin", 20000, 5000), ("stand-in", "standin", 100000, 5000)]
+    scrapes, upstream_tags = 100, 1000
+    if args.quick:
+        sizes, scrapes, upstream_tags = sizes[1:3], 20, 200
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), platform.processor())
+    today = datetime.date.today().isoformat()
     output = Path(args.output)
-    old = output.read_text() if output.exists() else ""
-    if SOAK_SECTION in old:
-        text = text.rstrip() + "\n\n" + old[old.index(SOAK_SECTION):]
+    kept = sections_of(output.read_text()) if output.exists() else {}
+    new: dict[int, str] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        t = Path(tmp)
+        if 1 in wanted:
+            new[1] = SCRAPE.format(rows="\n".join(scrape_rows(sizes, scrapes, t)))
+        if 2 in wanted:
+            new[2] = SLOW.format(rows="\n".join(slow_engine_rows(t, scrapes)))
+    if 3 in wanted:
+        new[3] = UPSTREAM.format(tags=upstream_tags, rows="\n".join(upstream_rows(upstream_tags)))
+    if 4 in wanted:
+        new[4] = FLEET.format(rows="\n".join(fleet_rows(*((4, 40) if args.quick else (20, 200)))))
+    if 6 in wanted:
+        from bench.paced import section as paced_section  # it imports this module
+
+        new[6] = paced_section(args.quick)
+    sections = {**kept, **{n: f"{text.rstrip()}\n\nMeasured on {today}.\n"
+                           for n, text in new.items()}}
+    text = f"""# Benchmarks
+
+Written by `bench/run.py` (sections 1 to 4 and 6; `--only 6` measures one again) and
+`bench/soak.py` (section 5) on {os.cpu_count()} cores ({cpu}),
+{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, Python
+{platform.python_version()}, {platform.platform()}. Each figure is measured in the same run as
+its baseline; each section says when it was measured.
+
+""" + "\n".join(sections[n] for n in sorted(sections))
     output.write_text(text)
     print(text)
 
