@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 log = logging.getLogger(__name__)
 
 EOF_LINE = b"# EOF\n"
+KEEP = 300.0  # seconds a format no scraper asks for is still kept ready
 GZIP_LEVEL = 1  # the live part is compressed during the scrape: fast beats small
 Encoder = Callable[[Any], bytes]
 
@@ -54,22 +56,24 @@ class Ready:
 
     keys: tuple[tuple[object, ...], ...]  # each collector's cache_key() it was rendered from
     text: bytes
+    spans: tuple[tuple[int, int], ...]  # each collector's part of text (kept once, not twice)
     gzip_head: bytes
     gzip_state: Any  # zlib's compressor after gzip_head; copied, never used itself
 
 
 class Exposition:
-    def __init__(self, collectors: Sequence[Any]) -> None:
+    def __init__(self, collectors: Sequence[Any],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         # Snapshot collectors first, so their text is a prefix the live part is appended to.
         self.keyed = [c for c in collectors if getattr(c, "cache_key", None) is not None]
         self.live = [c for c in collectors if getattr(c, "cache_key", None) is None]
-        self._texts: dict[tuple[int, bool], tuple[tuple[object, ...], bytes]] = {}
         self._ready: dict[bool, Ready] = {}
-        # Both formats are made ready until a scraper asks for one: the first scrape, too,
-        # finds its text ready. Then only the formats scrapers asked for are kept up.
+        # Both formats are kept ready from the start, so that the first scrape, too, finds
+        # its text ready; then a format nobody asked for in KEEP seconds is let go.
         self._encoders: dict[bool, Encoder] = {False: generate_latest,
                                                True: generate_openmetrics}
-        self._asked: set[bool] = set()
+        self.clock = clock
+        self._asked: dict[bool, float] = dict.fromkeys(self._encoders, clock())
         self._rendering = threading.Lock()  # one renderer at a time
         self._wake = threading.Event()
         self.rendered = 0  # collector texts formatted so far (for tests and benchmarks)
@@ -82,12 +86,10 @@ class Exposition:
                fresh: bool = False) -> bytes:
         """The body of a scrape. ``fresh`` renders what changed first (collect-on-scrape);
         otherwise only the first scrape of a format waits for its text."""
+        self._asked[openmetrics] = self.clock()
         ready = self._ready.get(openmetrics)
-        if ready is None or fresh or openmetrics not in self._asked:
-            # The renderer keeps a format up to date only once it was asked for: before, its
-            # text may be older than the snapshots (checked here; rendered only if it is).
+        if ready is None or fresh:
             ready = self.update(encoder, openmetrics)
-            self._asked.add(openmetrics)
         live = b"".join(self._text(encoder, collector, openmetrics) for collector in self.live)
         if openmetrics:
             live += EOF_LINE
@@ -105,18 +107,24 @@ class Exposition:
             if old is not None and len(old.keys) == len(keys) and all(
                     _same(a, b) for a, b in zip(old.keys, keys, strict=True)):
                 return old
-            parts = []
+            parts: list[bytes | memoryview] = []
             for index, (collector, key) in enumerate(zip(self.keyed, keys, strict=True)):
-                hit = self._texts.get((index, openmetrics))
-                if hit is None or not _same(hit[0], key):
-                    hit = key, self._text(encoder, collector, openmetrics)
-                    self._texts[(index, openmetrics)] = hit
+                if old is not None and _same(old.keys[index], key):
+                    start, end = old.spans[index]
+                    parts.append(memoryview(old.text)[start:end])
+                else:
+                    parts.append(self._text(encoder, collector, openmetrics))
                     self.rendered += 1
-                parts.append(hit[1])
+            spans, at = [], 0
+            for part in parts:
+                spans.append((at, at + len(part)))
+                at += len(part)
             text = b"".join(parts)
+            del parts
             compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             head = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH)
-            ready = self._ready[openmetrics] = Ready(keys, text, head, compressor)
+            ready = self._ready[openmetrics] = Ready(keys, text, tuple(spans), head,
+                                                     compressor)
             return ready
 
     @staticmethod
@@ -135,9 +143,11 @@ class Exposition:
                 if not self._wake.wait(1.0):
                     continue
                 self._wake.clear()
-                asked = self._asked
+                now = self.clock()
                 for openmetrics, encoder in list(self._encoders.items()):
-                    if asked and openmetrics not in asked:
+                    if now - self._asked.get(openmetrics, now) > KEEP:
+                        # Not kept up to date any more: a scrape must not find it.
+                        self._ready.pop(openmetrics, None)
                         continue
                     try:
                         self.update(encoder, openmetrics)

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 
 from exporter.app import build_collectors
-from exporter.exposition import Exposition
+from exporter.exposition import KEEP, Exposition
 from exporter.snapshots import EngineSnapshot
 from exporter.sources.loop import Source
 from tests.services import wait_for
@@ -155,7 +155,8 @@ def test_the_renderer_lives_through_thousands_of_failures(
 
 def test_the_first_scrape_of_either_format_finds_its_text_ready() -> None:
     parts = parts_for_golden()
-    exposition = Exposition(build_collectors(parts))
+    now = [0.0]
+    exposition = Exposition(build_collectors(parts), clock=lambda: now[0])
     stop = threading.Event()
     thread = exposition.start(stop)
     try:
@@ -165,14 +166,18 @@ def test_the_first_scrape_of_either_format_finds_its_text_ready() -> None:
         for encoder, om in ((openmetrics, True), (generate_latest, False)):
             assert exposition.render(encoder, om).startswith(exposition._ready[om].text)
         assert exposition.rendered == rendered
-        # Once a scraper asked for one format, a new snapshot renders only that one.
-        exposition._asked.discard(True)
+        # A format nobody asked for in KEEP seconds is let go, and no longer rendered.
+        now[0] = KEEP + 1
+        exposition.render(generate_latest, False)
         assert parts.disk.snapshot is not None
         parts.disk.snapshot = dataclasses.replace(parts.disk.snapshot, dangling_unused=9)
         exposition.changed()
         wait_for(lambda: exposition.rendered == rendered + 2, 10, "the text format's render")
         time.sleep(0.2)
         assert exposition.rendered == rendered + 2, "the format nobody asked for was rendered"
+        assert list(exposition._ready) == [False]
+        # Asked for again, it is rendered once, with what the snapshots say now.
+        assert b"\ndocker_images_dangling_bytes 9.0\n" in exposition.render(openmetrics, True)
     finally:
         stop.set()
         thread.join(5)
