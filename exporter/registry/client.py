@@ -6,7 +6,9 @@
   the realm, cached per (realm, service, scope) until it expires. After the first challenge
   a registry is asked with credentials straight away, saving a 401 per request.
 - Transport: HTTPS with certificate checks; for registries the engine treats as insecure,
-  HTTPS without checks and then plain HTTP, as the engine does.
+  HTTPS without checks and then plain HTTP, as the engine does. Connections are kept and
+  reused (``transport.Http``): a cycle opens about one per request in flight, not one per
+  request.
 - Every request is admitted by the request policy (``policy.py``): per-registry health and
   back-off, concurrency, a deadline on the whole request; bodies are capped while they stream.
   Responses are counted per (registry, method, code) there; rate-limit headers are kept.
@@ -100,7 +102,7 @@ class RegistryClient:
         # versions loops may want the same tag within one cycle.
         self.fresh_for = fresh_for
         self._lock = threading.Lock()
-        self._clients: dict[bool, httpx.Client] = {}
+        self._clients: dict[bool, transport.Http] = {}
         self._schemes: dict[str, str] = {}
         self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
         self._tokens: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
@@ -111,16 +113,18 @@ class RegistryClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _client(self, verify: bool) -> httpx.Client:
-        with self._lock:
-            client = self._clients.get(verify)
-            if client is None:
-                client = self._clients[verify] = transport.client(
-                    self.policy.timeout, verify, self.policy.per_host)
-            return client
+    def _client(self, verify: bool) -> transport.Http:
+        client = self._clients.get(verify)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(verify)
+                if client is None:
+                    client = self._clients[verify] = transport.Http(
+                        self.policy.timeout, verify, self.policy.per_host)
+        return client
 
     def _send(self, registry: str, method: str, url_path: str, headers: dict[str, str],
-              max_bytes: int = MAX_MANIFEST_BYTES) -> httpx.Response:
+              max_bytes: int = MAX_MANIFEST_BYTES) -> transport.Answer:
         """One exchange, over the scheme this registry speaks; the body is capped while it
         streams. Runs inside an admitted request (``_request``)."""
         host = api_host(registry)
@@ -157,10 +161,9 @@ class RegistryClient:
         raise RegistryError("unreachable", f"{host}: connect: {cause}") from last
 
     def _fetch(self, verify: bool, method: str, url: str, headers: dict[str, str],
-               max_bytes: int) -> httpx.Response:
+               max_bytes: int) -> transport.Answer:
         try:
-            return transport.fetch(self._client(verify), method, url, max_bytes,
-                                   headers=headers)
+            return self._client(verify).request(method, url, headers, max_bytes)
         except transport.TooLarge as exc:
             raise RegistryError("bad_response", str(exc)) from None
 
@@ -223,7 +226,7 @@ class RegistryClient:
                 raise RegistryError("token_error", f"token server answered "
                                     f"{response.status_code}")
             try:
-                doc = response.json()
+                doc = json.loads(response.content)
                 token = doc.get("token") or doc.get("access_token")
                 lifetime = float(doc.get("expires_in") or DEFAULT_TOKEN_SECONDS)
             except (ValueError, AttributeError, TypeError, RecursionError):
@@ -244,7 +247,7 @@ class RegistryClient:
     # -- requests ----------------------------------------------------------------------------
 
     def _request(self, registry: str, method: str, path: str, repository: str,
-                 redirects: bool = False, accept: str = ACCEPT) -> httpx.Response:
+                 redirects: bool = False, accept: str = ACCEPT) -> transport.Answer:
         """One request, admitted by the policy, which learns how the registry fared."""
         try:
             with self.policy.admit(registry):
@@ -258,7 +261,7 @@ class RegistryClient:
         return response
 
     def _authorized(self, registry: str, method: str, path: str, repository: str,
-                    redirects: bool, accept: str) -> httpx.Response:
+                    redirects: bool, accept: str) -> transport.Answer:
         if registry not in self._contacted:
             # Learn the registry's scheme and auth challenge once, from GET /v2/ as docker
             # does; the others wait for it instead of each collecting a 401 of their own.
@@ -395,7 +398,7 @@ class RegistryClient:
             raise RegistryError("bad_response", "blob does not match its digest")
         return body
 
-    def _redirected(self, registry: str, location: str, max_bytes: int) -> httpx.Response:
+    def _redirected(self, registry: str, location: str, max_bytes: int) -> transport.Answer:
         try:
             response = self._fetch(not self.insecure(registry), "GET", location, {}, max_bytes)
         except httpx.TimeoutException as exc:
