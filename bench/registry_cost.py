@@ -95,7 +95,9 @@ def build(registry: str, state_path: str, fresh_for: float) -> SimpleNamespace:
                                client.counters, config.upstream_interval,
                                config.upstream_concurrency,
                                config.upstream_registry_concurrency,
-                               forget=store.forget_upstream)
+                               forget=store.forget_upstream,
+                               # a cycle's verdicts in one commit (not at the baseline)
+                               **({"flush": store.flush} if hasattr(store, "flush") else {}))
 
     def close() -> None:
         client.close()

@@ -216,3 +216,35 @@ def test_no_path_is_memory_only(tmp_path: Path) -> None:
     store.set_drift_since("app:1", 1.0)
     assert store.drift_since("app:1") == 1.0 and not store.persistent
     store.close()
+
+
+def test_a_cycles_verdicts_go_in_one_commit(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = StateStore(str(path))
+    commits: list[str] = []
+    assert store._db is not None
+    store._db.set_trace_callback(
+        lambda sql: commits.append("commit") if sql.strip().upper() == "COMMIT" else None)
+    try:
+        for i in range(200):
+            store.put_verdict(f"app:{i}", state.Verdict(f"sha256:{i:064x}", "current", 1.0,
+                                                         "", "", ""))
+        assert commits == [] and _rows(path, "SELECT count(*) FROM verdicts") == [(0,)]
+        assert store.verdict("app:3") is not None  # memory has it at once
+        store.forget_upstream("app:7")  # forgotten before it was written: never written
+        commits.clear()
+        store.flush()
+        assert commits == ["commit"]
+        assert _rows(path, "SELECT count(*) FROM verdicts") == [(199,)]
+        store.flush()  # nothing new: no commit
+        assert commits == ["commit"]
+        store.put_verdict("app:500", state.Verdict("sha256:" + "f" * 64, "drifted", 2.0,
+                                                   "", "", ""))
+    finally:
+        store.close()  # writes what was kept
+    again = StateStore(str(path))
+    try:
+        assert len(again.verdicts) == 200 and "app:7" not in again.verdicts
+        assert again.verdict("app:500") is not None
+    finally:
+        again.close()

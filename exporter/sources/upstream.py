@@ -331,8 +331,8 @@ class Checks:
     def __init__(self, discover: Callable[[], list[Target]],
                  check: DriftCheck | DigestCheck, record: Callable[[TagState], TagState],
                  counters: Callable[[], Counters], interval: float, concurrency: int,
-                 per_registry: int, forget: Callable[[str], None] = lambda image: None
-                 ) -> None:
+                 per_registry: int, forget: Callable[[str], None] = lambda image: None,
+                 flush: Callable[[], None] = lambda: None) -> None:
         self.discover = discover
         self.check = check
         self.record = record
@@ -341,6 +341,7 @@ class Checks:
         self.concurrency = concurrency
         self.per_registry = per_registry
         self.forget = forget
+        self.flush = flush  # writes what ``record`` kept (one commit, not one a tag)
         self.states: dict[str, TagState] = {}
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
@@ -380,6 +381,7 @@ class Checks:
             while self._in_flight and (left := deadline - time.monotonic()) > 0:
                 self._lock.wait(left)
             self.check.keep_only({s.upstream_digest for s in self.states.values()})
+        self.flush()
         return self.snapshot()
 
     def cycle(self) -> UpstreamSnapshot:
@@ -389,6 +391,7 @@ class Checks:
         with self._lock:
             while self._in_flight or any(self._pending.values()):
                 self._lock.wait(1.0)
+        self.flush()
         return self.snapshot()
 
     def _dispatch(self) -> None:
@@ -616,13 +619,14 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
         fleet = FleetTargets(config)
         checks = Checks(fleet, DigestCheck(client), central_record(store), client.counters,
                         config.upstream_interval, config.upstream_concurrency,
-                        config.upstream_registry_concurrency, forget=store.forget_tag)
+                        config.upstream_registry_concurrency, forget=store.forget_tag,
+                        flush=store.flush)
     else:
         checks = Checks(LocalTargets(config, engine_source, facts),
                         DriftCheck(client, content, facts, config.versions_interval),
                         local_record(store), client.counters, config.upstream_interval,
                         config.upstream_concurrency, config.upstream_registry_concurrency,
-                        forget=store.forget_upstream)
+                        forget=store.forget_upstream, flush=store.flush)
 
     def close() -> None:
         checks.close()
