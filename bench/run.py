@@ -1,6 +1,6 @@
 """The benchmark: every figure beside its baseline, written to BENCHMARKS.md.
 
-    .venv/bin/python bench/run.py            # about 17 minutes on 2 cores
+    .venv/bin/python bench/run.py            # about 20 minutes on 2 cores
     .venv/bin/python bench/run.py --quick    # smaller sizes, to try it out
     .venv/bin/python bench/run.py --only 6   # measure section 6 again, keep the others
 
@@ -15,6 +15,8 @@
 4. Fleet: 20 exporters watching the same 200 tags, with and without fleet mode.
 6. Scrapes as Prometheus paces them beside back-to-back ones, CPU per engine cycle with
    nothing changed, start-up to the first complete result, memory (bench/paced.py).
+7. Registry requests beside a baseline commit: CPU per HEAD, the round trips of a moved
+   tag at 50 ms, a 1,000-tag cycle at 20 ms against N·L/c (bench/registry_cost.py).
 
 Section 5, the soak, is bench/soak.py's; every run keeps the sections it does not measure.
 """
@@ -177,7 +179,7 @@ at the registry for one cycle of every exporter.
 {rows}
 """
 
-MEASURED = (1, 2, 3, 4, 6)  # section 5 is bench/soak.py's
+MEASURED = (1, 2, 3, 4, 6, 7)  # section 5 is bench/soak.py's
 
 
 def fleet_rows(hosts: int, tags: int) -> list[str]:
@@ -231,11 +233,15 @@ def main() -> None:
         from bench.paced import section as paced_section  # it imports this module
 
         new[6] = paced_section(args.quick)
+    if 7 in wanted:
+        from bench.registry_cost import section as registry_section
+
+        new[7] = registry_section(args.quick)
     sections = {**kept, **{n: f"{text.rstrip()}\n\nMeasured on {today}.\n"
                            for n, text in new.items()}}
     text = f"""# Benchmarks
 
-Written by `bench/run.py` (sections 1 to 4 and 6; `--only 6` measures one again) and
+Written by `bench/run.py` (sections 1 to 4, 6 and 7; `--only 6` measures one again) and
 `bench/soak.py` (section 5) on {os.cpu_count()} cores ({cpu}),
 {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, Python
 {platform.python_version()}, {platform.platform()}. Each figure is measured in the same run as
