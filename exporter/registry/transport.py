@@ -7,20 +7,25 @@ the request in progress, so connect, headers and body together end on time. The 
 is set around a request with ``deadline(seconds)``; it belongs to the calling thread's
 context, which is where httpx's synchronous client does its I/O.
 
-Registry requests go straight to httpcore (``Http``) through a pool of kept connections
-(``_Pool``); the Docker Hub and Harbor APIs use an ``httpx.Client`` on the same pool.
+Registry requests (``Http``) go over the standard library's http.client, whose sockets
+(``_Socket``, ``_TLSSocket``) obey the same deadline; the Docker Hub and Harbor APIs use an
+``httpx.Client`` (``client``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import http.client
+import select
+import socket
 import ssl
 import threading
 import time
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -103,99 +108,80 @@ class _Backend(httpcore.NetworkBackend):
 IDLE_SECONDS = 60.0  # an idle connection is kept this long (registries keep theirs longer)
 
 
-class _Pool:
-    """Idle keep-alive connections per origin, the newest taken first: O(1) a request.
+class _Socket(socket.socket):
+    """Each send and receive (http.client reads through ``makefile``, which comes here) is
+    given at most the time left before the deadline, and at most ``limit`` seconds."""
 
-    httpcore's own pool looks at every connection it holds on every request (measured: half
-    a millisecond of CPU a HEAD with 32 connections to one registry, more than the rest of
-    the request). How many requests run at once is the request policy's business, so this
-    pool only keeps up to ``idle`` connections per origin for the next request; HTTP/1.1
-    itself stays httpcore's (``HTTPConnection``).
-    """
+    limit: float | None = None
 
-    def __init__(self, ssl_context: ssl.SSLContext, idle: int) -> None:
-        self._ssl_context = ssl_context
-        self._max_idle = idle
-        # (scheme, host, port) -> idle connections, the newest last
-        self._idle: dict[tuple[bytes, bytes, int], list[httpcore.HTTPConnection]] = {}
-        self._lock = threading.Lock()
-        self._closed = False
+    def recv_into(self, buffer: typing.Any, nbytes: int = 0, flags: int = 0) -> int:
+        self.settimeout(_left(self.limit, TimeoutError))
+        return super().recv_into(buffer, nbytes, flags)
 
-    def _take(self, origin: httpcore.Origin) -> httpcore.HTTPConnection | None:
-        key = (origin.scheme, origin.host, origin.port)
-        while True:
-            with self._lock:
-                idle = self._idle.get(key)
-                if not idle:
-                    return None
-                connection = idle.pop()
-            if connection.is_idle() and not connection.has_expired():
-                return connection
-            connection.close()  # the peer closed it, or it idled too long
-
-    def _give_back(self, connection: httpcore.HTTPConnection) -> None:
-        if connection.is_idle() and not connection.has_expired():
-            origin = connection._origin
-            with self._lock:
-                idle = self._idle.setdefault((origin.scheme, origin.host, origin.port), [])
-                if not self._closed and len(idle) < self._max_idle:
-                    idle.append(connection)
-                    return
-        connection.close()  # not read to its end, closed by the peer, or one too many
-
-    def _connection(self, origin: httpcore.Origin) -> httpcore.HTTPConnection:
-        return httpcore.HTTPConnection(origin, ssl_context=self._ssl_context,
-                                       keepalive_expiry=IDLE_SECONDS,
-                                       network_backend=_Backend())
-
-    def handle_request(self, request: httpcore.Request) -> httpcore.Response:
-        origin = request.url.origin
-        connection = self._take(origin)
-        if connection is not None:
-            try:
-                response = connection.handle_request(request)
-            except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
-                # The peer closed a kept connection as we reused it (requests here are HEADs
-                # and GETs, safe to send again): once more on a new one.
-                connection.close()
-                connection = None
-        if connection is None:
-            connection = self._connection(origin)
-            try:
-                response = connection.handle_request(request)
-            except BaseException:
-                connection.close()
-                raise
-        return httpcore.Response(response.status, headers=response.headers,
-                                 content=_Returned(response.stream, connection, self),
-                                 extensions=response.extensions)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            connections = [c for idle in self._idle.values() for c in idle]
-            self._idle.clear()
-        for connection in connections:
-            connection.close()
+    def sendall(self, data: typing.Any, flags: int = 0) -> None:
+        self.settimeout(_left(self.limit, TimeoutError))
+        super().sendall(data, flags)
 
 
-class _Returned(Iterable[bytes]):
-    """A response body whose connection goes back to the pool when the body is closed."""
+class _TLSSocket(ssl.SSLSocket):
+    """``_Socket`` for TLS: the context makes these (``sslsocket_class``)."""
 
-    def __init__(self, stream: Iterable[bytes], connection: httpcore.HTTPConnection,
-                 pool: _Pool) -> None:
-        self._stream, self._connection, self._pool = stream, connection, pool
+    limit: float | None = None
 
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._stream
+    def recv_into(self, buffer: typing.Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self.settimeout(_left(self.limit, TimeoutError))
+        return super().recv_into(buffer, nbytes, flags)  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        close = getattr(self._stream, "close", None)
+    def sendall(self, data: typing.Any, flags: int = 0) -> None:
+        self.settimeout(_left(self.limit, TimeoutError))
+        super().sendall(data, flags)
+
+
+def _connect(host: str, port: int, limit: float) -> _Socket:
+    last: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0,
+                                                              socket.SOCK_STREAM):
+        sock = _Socket(family, kind, proto)
+        sock.limit = limit
         try:
-            if close is not None:
-                close()
-        finally:
-            self._pool._give_back(self._connection)
+            sock.settimeout(_left(limit, TimeoutError))
+            sock.connect(address)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise last or OSError(f"{host}: no address")
+
+
+class _Plain(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int | None, limit: float) -> None:
+        super().__init__(host, port)
+        self.limit = limit
+        self.idle_since = 0.0
+
+    def connect(self) -> None:
+        self.sock = _connect(self.host, self.port, self.limit)
+
+
+class _TLS(_Plain):
+    default_port = 443
+
+    def __init__(self, host: str, port: int | None, limit: float,
+                 context: ssl.SSLContext) -> None:
+        super().__init__(host, port, limit)
+        self.context = context
+
+    def connect(self) -> None:
+        sock = _connect(self.host, self.port, self.limit)
+        try:
+            sock.settimeout(_left(self.limit, TimeoutError))  # the handshake's
+            tls = self.context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        tls.limit = self.limit
+        self.sock = tls
 
 
 @dataclass(frozen=True)
@@ -208,75 +194,145 @@ class Answer:
 
 
 class Http:
-    """Registry requests straight on httpcore, through ``_Pool``: one HEAD costs about half
-    the CPU it costs through ``httpx.Client``, whose request and response models are most of
-    the work at registry speeds (BENCHMARKS.md, section 7). Thread-safe."""
+    """Registry requests on the standard library's http.client, over kept connections.
+
+    One HEAD costs a fifth of the CPU it cost through ``httpx.Client`` with its pool
+    (BENCHMARKS.md, section 7): at registry speeds httpx's and httpcore's request and
+    response models were most of the work, and httpcore's pool looked at every connection
+    it held on every request. Up to ``connections`` idle connections are kept per origin,
+    the newest used first; how many requests run at once is the request policy's business.
+    Thread-safe.
+    """
 
     def __init__(self, timeout: float, verify: bool = True, connections: int = 16) -> None:
-        self._pool = _Pool(httpx.create_ssl_context(verify=verify), connections)
-        # Per socket operation, should a request run outside ``deadline()``.
-        self._timeouts = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"),
-                                                   timeout)}
+        self.timeout = timeout  # per socket operation, should a request run outside deadline()
+        self._context = httpx.create_ssl_context(verify=verify)
+        self._context.sslsocket_class = _TLSSocket
+        self._max_idle = connections
+        self._idle: dict[tuple[str, str, int | None], list[_Plain]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _take(self, key: tuple[str, str, int | None]) -> _Plain | None:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    return None
+                connection = idle.pop()
+            if now - connection.idle_since < IDLE_SECONDS and not _readable(connection.sock):
+                return connection
+            connection.close()  # idle too long, or the peer closed it (readable: at EOF)
+
+    def _give_back(self, key: tuple[str, str, int | None], connection: _Plain) -> None:
+        connection.idle_since = time.monotonic()
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if not self._closed and len(idle) < self._max_idle:
+                idle.append(connection)
+                return
+        connection.close()
 
     def request(self, method: str, url: str, headers: Mapping[str, str],
                 max_bytes: int) -> Answer:
         """One request; its body read while it streams, at most ``max_bytes`` of it (TooLarge
         beyond). Raises httpx's transport errors (httpx.TimeoutException, ...)."""
-        target = httpcore.URL(url)
-        host = target.host.decode("ascii")
-        raw = [(b"Host", host.encode("ascii") if target.port is None
-                else f"{host}:{target.port}".encode("ascii")),
-               (b"User-Agent", _AGENT), (b"Accept-Encoding", b"identity")]
-        raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
-        try:
-            response = self._pool.handle_request(httpcore.Request(
-                method, target, headers=raw, extensions=self._timeouts))
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise httpx.UnsupportedProtocol(f"cannot request {url!r}")
+        key = (parts.scheme, parts.hostname, parts.port)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        sent = {"User-Agent": USER_AGENT, **headers}
+        connection = self._take(key)
+        if connection is not None:
             try:
-                fields: dict[str, str] = {}
-                for k, v in response.headers:
-                    name, value = k.decode("latin-1").lower(), v.decode("latin-1")
-                    fields[name] = f"{fields[name]}, {value}" if name in fields else value
-                body = _capped(method, host, fields, response.stream, max_bytes)
-            finally:
-                response.close()
-        except httpcore.TimeoutException as exc:
-            raise httpx.TimeoutException(str(exc) or "timed out") from exc
-        except httpcore.UnsupportedProtocol as exc:
-            raise httpx.UnsupportedProtocol(str(exc)) from exc
-        except httpcore.ConnectError as exc:
-            raise httpx.ConnectError(str(exc)) from exc
-        except httpcore.ReadError as exc:
-            raise httpx.ReadError(str(exc)) from exc
-        except httpcore.WriteError as exc:
-            raise httpx.WriteError(str(exc)) from exc
-        except httpcore.RemoteProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc)) from exc
-        except (httpcore.ProtocolError, httpcore.NetworkError) as exc:
-            raise httpx.TransportError(str(exc)) from exc
+                return self._exchange(key, connection, method, target, sent, max_bytes)
+            except _Unsent:
+                pass  # the peer closed a kept connection as it was reused: on a new one
+        connection = _TLS(parts.hostname, parts.port, self.timeout, self._context) \
+            if parts.scheme == "https" else _Plain(parts.hostname, parts.port, self.timeout)
+        try:
+            connection.connect()
+        except TimeoutError as exc:
+            connection.close()
+            raise httpx.ConnectTimeout(f"connect to {parts.hostname}: timed out") from exc
+        except OSError as exc:  # refused, unreachable, TLS (ssl.SSLError is an OSError)
+            connection.close()
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        try:
+            return self._exchange(key, connection, method, target, sent, max_bytes)
+        except _Unsent as exc:
+            raise httpx.RemoteProtocolError(str(exc.__cause__)) from exc.__cause__
+
+    def _exchange(self, key: tuple[str, str, int | None], connection: _Plain, method: str,
+                  target: str, headers: dict[str, str], max_bytes: int) -> Answer:
+        kept = False
+        try:
+            try:
+                connection.request(method, target, headers=headers)
+                response = connection.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError,
+                    ConnectionResetError) as exc:
+                raise _Unsent() from exc  # not a byte of an answer: safe to send again
+            fields: dict[str, str] = {}
+            for name, value in response.getheaders():
+                name = name.lower()
+                fields[name] = f"{fields[name]}, {value}" if name in fields else value
+            body = _capped(method, connection.host, fields, response, max_bytes)
+            kept = not response.will_close
+        except (_Unsent, TooLarge):
+            raise
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(f"{connection.host}: no whole answer in time") from exc
+        except http.client.HTTPException as exc:
+            raise httpx.RemoteProtocolError(f"{connection.host}: {exc!r}") from exc
+        except OSError as exc:
+            raise httpx.ReadError(f"{connection.host}: {exc}") from exc
+        finally:
+            if not kept:
+                connection.close()
+        self._give_back(key, connection)
         return Answer(response.status, fields, body)
 
     def close(self) -> None:
-        self._pool.close()
+        with self._lock:
+            self._closed = True
+            connections = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for connection in connections:
+            connection.close()
 
 
-_AGENT = USER_AGENT.encode("ascii")
+class _Unsent(Exception):
+    """The peer closed the connection before any answer."""
 
 
-def _capped(method: str, host: str, headers: Mapping[str, str], stream: Iterable[bytes],
-            max_bytes: int) -> bytes:
-    """``read_capped`` for a body read straight from httpcore."""
+def _readable(sock: socket.socket | None) -> bool:
+    """An idle connection's socket has something to read: the peer closed it (or broke the
+    protocol); either way it is not reused."""
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _capped(method: str, host: str, headers: Mapping[str, str],
+            response: http.client.HTTPResponse, max_bytes: int) -> bytes:
+    """The body, read while it streams; TooLarge beyond ``max_bytes`` (the rest never read)
+    or when it is compressed although we asked for it plain (never inflated)."""
     if method == "HEAD":
-        for _ in stream:  # empty, read to its end: the connection is then kept
-            pass
+        response.read()  # nothing: the response is complete, the connection can be kept
         return b""
     encoding = headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":  # compressed although we asked for it plain: never inflated
+    if encoding != "identity":
         raise TooLarge(f"{host}: a {encoding}-encoded answer, refused")
     declared = headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise TooLarge(f"{method} {host}: body over {max_bytes} bytes")
     chunks, size = [], 0
-    for chunk in stream:
+    while chunk := response.read(min(_CHUNK, max_bytes + 1 - size)):
         size += len(chunk)
         if size > max_bytes:
             raise TooLarge(f"{method} {host}: body over {max_bytes} bytes")
@@ -284,15 +340,20 @@ def _capped(method: str, host: str, headers: Mapping[str, str], stream: Iterable
     return b"".join(chunks)
 
 
+_CHUNK = 256 * 1024
+
+
 def client(timeout: float, verify: bool = True, connections: int = 16,
            headers: dict[str, str] | None = None) -> httpx.Client:
     """An httpx client whose requests obey ``deadline()``; no redirects, no proxies from the
-    environment (traffic goes where the configuration says, nowhere else). Up to
-    ``connections`` idle connections per origin are kept for reuse."""
-    transport = httpx.HTTPTransport()
-    # httpx has no parameter for another pool or socket backend; the deadline and
-    # round-trip tests fail loudly if a new httpx stops honouring this.
-    transport._pool = _Pool(httpx.create_ssl_context(verify=verify), connections)
+    environment (traffic goes where the configuration says, nowhere else). For the Docker
+    Hub and Harbor APIs; registry requests go through ``Http``."""
+    transport = httpx.HTTPTransport(
+        verify=verify, limits=httpx.Limits(max_connections=connections * 4,
+                                           max_keepalive_connections=connections * 2))
+    # httpx builds its connection pool with the default socket backend and has no parameter
+    # for another; the deadline tests fail loudly if a new httpx stops honouring this.
+    transport._pool._network_backend = _Backend()
     # Bodies uncompressed: a cap counts what is read, and a few kB of gzip may inflate to
     # gigabytes before any cap could count them.
     return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
