@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from exporter.decisions.drift import Decision, Local, container_drift, decide, platform_manifest
+from exporter.decisions.drift import (
+    Decision,
+    Local,
+    container_drift,
+    decide,
+    last_read,
+    platform_manifest,
+)
 from exporter.registry.manifest import OCI_INDEX, OCI_MANIFEST, Manifest, Platform, RegistryError
 from exporter.snapshots import ImageManifest
 
@@ -171,3 +178,88 @@ def test_container_drift_by_platform_manifest() -> None:
     # Unknown manifests (classic store): image IDs decide, as before.
     assert container_drift("current", new_index, "", old_index) == 1
     assert container_drift("unknown", new_index, "", old_index, m1, m1, m1) is None
+
+
+# -- which documents each store kind costs: the classic store's image ID is the config digest,
+# -- so a moved index costs the index and this platform's manifest, never the old index.
+
+def recording(*docs: Manifest) -> tuple[list[str], object]:
+    """A lookup that records the digests asked for, in order."""
+    asked: list[str] = []
+    inner = lookup(*docs)
+
+    def document(digest: str) -> Manifest:
+        asked.append(digest)
+        return inner(digest)
+    return asked, document
+
+
+def _moved(rebuilt: bool) -> tuple[Manifest, Manifest, Manifest, Manifest, Manifest]:
+    """An index whose arm64 entry was rebuilt, and whose amd64 entry too when ``rebuilt``."""
+    old_amd, arm, arm2 = image(CFG_A), image(CFG_ARM), image("sha256:" + "d" * 64)
+    new_amd = image(CFG_B) if rebuilt else old_amd
+    return old_amd, new_amd, index(amd64=old_amd, arm64=arm), index(amd64=new_amd, arm64=arm2), arm2
+
+
+@pytest.mark.parametrize("rebuilt", [True, False])
+def test_classic_store_reads_the_index_and_the_platform_manifest_only(rebuilt: bool) -> None:
+    old_amd, new_amd, old, new, arm2 = _moved(rebuilt)
+    asked, document = recording(old, new, old_amd, new_amd, arm2)
+    local = Local(CFG_A, frozenset({old.digest}), store="classic")
+    d = decide(local, new.digest, AMD64, document)
+    assert d == Decision("drifted" if rebuilt else "platform_unchanged", new.digest,
+                         new_amd.config_digest(), new_amd.digest)
+    assert asked == [new.digest, new_amd.digest]  # never the old index
+    assert last_read(local, new.digest, new_amd.digest)
+    assert not last_read(local, new.digest, new.digest)  # a single manifest is not known yet
+
+
+def test_classic_store_image_pulled_for_another_platform_is_judged_by_its_config() -> None:
+    """An image pulled with --platform linux/arm64 on an amd64 host: its ID is the arm64
+    config, never amd64's; a moved tag is drifted, though this platform's entry stayed."""
+    old_amd, _, old, new, _ = _moved(False)
+    asked, document = recording(old, new, old_amd)
+    local = Local(CFG_ARM, frozenset({old.digest}), store="classic")
+    assert decide(local, new.digest, AMD64, document).status == "drifted"
+    assert asked == [new.digest, old_amd.digest]
+    # Where the store is not known, the old index still decides it.
+    asked, document = recording(old, new, old_amd)
+    assert decide(Local(CFG_ARM, frozenset({old.digest})), new.digest, AMD64,
+                  document).status == "platform_unchanged"
+    assert asked == [new.digest, old_amd.digest, old.digest]
+
+
+@pytest.mark.parametrize("store", ["containerd", "podman", ""])
+def test_other_stores_without_platform_manifests_compare_the_old_index(store: str) -> None:
+    """The containerd store before API 1.47 (image ID: the index digest), Podman, or a store
+    not known: the platform entry of the index this host pulled decides."""
+    for rebuilt in (True, False):
+        old_amd, new_amd, old, new, arm2 = _moved(rebuilt)
+        asked, document = recording(old, new, old_amd, new_amd, arm2)
+        local = Local(old.digest, frozenset({old.digest}), store=store)
+        d = decide(local, new.digest, AMD64, document)
+        assert d.status == ("drifted" if rebuilt else "platform_unchanged")
+        assert asked == [new.digest, new_amd.digest, old.digest]
+        assert not last_read(local, new.digest, new_amd.digest)
+
+
+def test_containerd_store_with_platform_manifests_reads_no_old_index() -> None:
+    old_amd, new_amd, old, new, arm2 = _moved(True)
+    asked, document = recording(old, new, old_amd, new_amd, arm2)
+    local = Local(old.digest, frozenset({old.digest}), old_amd.digest, store="containerd")
+    assert decide(local, new.digest, AMD64, document).status == "drifted"
+    # The host's own manifest, for its config (a re-push with the same config is unchanged).
+    assert asked == [new.digest, new_amd.digest, old_amd.digest]
+    assert not last_read(local, new.digest, new_amd.digest)
+    # The classic-store shortcut never applies where the engine names platform manifests.
+    assert not last_read(Local(old.digest, frozenset({old.digest}), old_amd.digest,
+                               store="classic"), new.digest, new_amd.digest)
+
+
+def test_classic_store_single_manifest_reads_it_alone() -> None:
+    old, new = image(CFG_A), image(CFG_B)
+    asked, document = recording(old, new)
+    d = decide(Local(CFG_A, frozenset({old.digest}), store="classic"), new.digest, AMD64,
+               document)
+    assert d == Decision("drifted", new.digest, CFG_B, new.digest)
+    assert asked == [new.digest]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from exporter.decisions.provenance import CLASSIC
 from exporter.registry.manifest import Manifest, Platform, RegistryError
 from exporter.snapshots import Container, Image, ImageManifest, TagState
 
@@ -24,6 +25,15 @@ class Local:
     # The manifest the host has for the platform checked (containerd store, API 1.47+);
     # "" when the engine does not say.
     platform_manifest: str = ""
+    # The engine's image store (decisions.provenance: classic, containerd, podman); "" when
+    # not known. Only on the classic store is the image ID known to be the config digest.
+    store: str = ""
+
+    @property
+    def id_is_config(self) -> bool:
+        """The image ID is the config digest of the manifest pulled (Docker's classic store;
+        the containerd store says ``platform_manifest`` instead, when it says anything)."""
+        return self.store == CLASSIC and not self.platform_manifest
 
 
 @dataclass(frozen=True)
@@ -53,9 +63,18 @@ def decide(local: Local, head: str, platform: Platform,
     host's own manifest for this platform is known (containerd store), it is compared with
     upstream's: the same manifest, or one with the same config: platform_unchanged (another
     platform was added or rebuilt; the index digest, which is the local image ID there,
-    changed all the same). Otherwise the local image's config, or the platform entry of the
-    index this host pulled: platform_unchanged; anything else: drifted. Raises RegistryError
-    when a document cannot be read or the index has no entry for this platform.
+    changed all the same). On the classic store the image ID is the config digest: the same
+    config is platform_unchanged, another one drifted, and nothing else is read (an image
+    pulled for another ``--platform`` is judged by its own config). Otherwise (containerd
+    store before API 1.47, Podman, a store not known) the local image's config, or the
+    platform entry of the index this host pulled: platform_unchanged; anything else:
+    drifted. Raises RegistryError when a document cannot be read or the index has no entry
+    for this platform.
+
+    Documents read, in this order: none for current; the new manifest or index (``head``),
+    then for an index its entry for this platform; on the classic store that is all
+    (``last_read``). Only without a known store kind or platform manifest are the
+    RepoDigests (the index this host pulled) read as well.
     """
     if head in local.digests:
         return Decision("current", head, manifest=local.platform_manifest)
@@ -72,6 +91,8 @@ def decide(local: Local, head: str, platform: Platform,
         return Decision("drifted", head, config, new_platform)
     if config and config == local.image_id:
         return Decision("platform_unchanged", head, config, new_platform)
+    if config and local.id_is_config:
+        return Decision("drifted", head, config, new_platform)
     # Image stores that do not use the config digest as ID (containerd) and do not say
     # which manifest they hold (API before 1.47): compare the platform entries of the old
     # and the new index instead.
@@ -85,6 +106,14 @@ def decide(local: Local, head: str, platform: Platform,
         if old.is_index and old.platform_digest(platform) == new_platform:
             return Decision("platform_unchanged", head, config, new_platform)
     return Decision("drifted", head, config, new_platform)
+
+
+def last_read(local: Local, head: str, digest: str) -> bool:
+    """Whether ``decide`` reads no document after ``digest`` (what a caller may start in
+    parallel once the decision's last request is on its way): on the classic store the
+    platform entry of a new index, whose config decides. Elsewhere, and for a single
+    manifest (``head`` itself, which may turn out to be an index), more may follow."""
+    return local.id_is_config and digest != head
 
 
 def _config_of(digest: str, document: Callable[[str], Manifest]) -> str:
