@@ -195,6 +195,11 @@ class FaultProxy:
         self.page_tags = False
         self.pages: list[str] = []  # the query of each tag list page asked for
         self.counts: Counter[tuple[str, str]] = Counter()
+        # (pattern, status): exporter requests whose path matches are answered with that
+        # status, after the delay of "delay" mode (a failing registry takes its time too).
+        self.fail: tuple[str, int] | None = None
+        # (started, answered, method, path) of every exporter request, time.monotonic().
+        self.timeline: list[tuple[float, float, str, str]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -226,6 +231,16 @@ class FaultProxy:
                     self.wfile.write(body)
 
             def handle_any(self) -> None:
+                started = time.monotonic()
+                try:
+                    self._handle()
+                finally:
+                    if self.headers.get("User-Agent", "").startswith(EXPORTER_UA):
+                        with proxy._lock:
+                            proxy.timeline.append((started, time.monotonic(), self.command,
+                                                   self.path.split("?")[0]))
+
+            def _handle(self) -> None:
                 body = self._body()
                 ours = self.headers.get("User-Agent", "").startswith(EXPORTER_UA)
                 if ours:
@@ -253,10 +268,18 @@ class FaultProxy:
                     return
                 if mode == "delay":
                     time.sleep(proxy.delay)
+                if ours and proxy.fail and re.search(proxy.fail[0], self.path.split("?")[0]):
+                    self._reply(proxy.fail[1], {"Content-Type": "application/json"},
+                                b'{"errors":[]}')
+                    return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("transfer-encoding", "content-length",
-                                                "connection")}
+                # Repeated fields (docker pull sends one Accept line per media type) are
+                # joined, not cut to the last one: Distribution would answer a schema 1
+                # manifest to an Accept of that type alone.
+                headers: dict[str, str] = {}
+                for k, v in self.headers.items():
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        headers[k] = f"{headers[k]}, {v}" if k in headers else v
                 headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body, headers)
                 resp = conn.getresponse()

@@ -8,16 +8,25 @@
 3. cosign's legacy tag, ``HEAD /v2/<name>/manifests/sha256-<hex>.sig``, which is never a
    referrer.
 
-The first place with a signature ends the search. What counts as a signature is
-``exporter.decisions.signatures``; nothing is verified.
+``signed`` looks in that order and stops at the first place with a signature. ``start``
+(the drift check's way) asks 1-2 and 3 at the same time, on the caller's thread pool: 3
+waits for nothing, so the look-up takes one round trip instead of two (two instead of three
+for the first digest of a registry without the referrers API: the 404, then the tag). The
+trade: the ``.sig`` HEAD goes out even when the referrers name a signature, one request
+more per signed digest, once (a signature found is not looked for again). What counts as a
+signature is ``exporter.decisions.signatures``; nothing is verified.
 
-Cost per unsigned digest, each time it is looked for (the caller looks once per start-up,
-then once per versions.interval; a signature found is not looked for again): on a registry
-with the referrers API one referrers GET and one ``.sig`` HEAD; on one without, one tag GET
-and one ``.sig`` HEAD, plus one referrers GET per registry per versions.interval (the first
-digest asks it while the others wait for its answer). Besides, a referrer whose descriptor
-does not say what it is costs one manifest GET, the first time only (documents are kept by
-digest), and at most ``MAX_OPENED`` (8) of them per digest.
+Cost per digest, each time it is looked for (the caller looks once per start-up, then once
+per versions.interval; a signature found is not looked for again):
+
+- on a registry with the referrers API: one referrers GET and one ``.sig`` HEAD;
+- on one without: one referrers-tag GET and one ``.sig`` HEAD, plus one referrers GET (the
+  404) per registry per versions.interval (the first digest asks it while the others wait
+  for its answer);
+- with ``signed``, a digest whose referrers name a signature costs no ``.sig`` HEAD;
+- a referrer whose descriptor does not say what it is costs one manifest GET (a round trip
+  more), the first time only (documents are kept by digest), and at most ``MAX_OPENED``
+  (8) of them per digest.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import CancelledError, Executor, Future
 from typing import Any
 
 from exporter.decisions import signatures
@@ -54,10 +64,49 @@ class SignatureFinder:
     def signed(self, registry: str, repository: str, digest: str) -> bool:
         """A signature of ``digest`` exists. Raises RegistryError when that cannot be told
         (the registry failed, not merely had nothing)."""
+        return self.referred(registry, repository, digest) or \
+            self.legacy(registry, repository, digest)
+
+    def start(self, pool: Executor, registry: str, repository: str,
+              digest: str) -> Future[bool]:
+        """``signed``, with the referrers (1, 2) and cosign's tag (3) asked at the same time
+        on ``pool``. The future is True as soon as either finds a signature, False when
+        both found none, and fails (RegistryError) when neither found one and one of them
+        could not tell. Both run as tasks of their own that wait for nothing but their
+        requests (each within the request policy's deadline), so the future always ends;
+        a task the pool cancels (shut down) ends it as well."""
+        out: Future[bool] = Future()
+        lock = threading.Lock()
+        tasks = [_submit(pool, self.referred, registry, repository, digest),
+                 _submit(pool, self.legacy, registry, repository, digest)]
+
+        def settle(_: Future[bool]) -> None:
+            with lock:
+                if out.done():
+                    return
+                done = [t for t in tasks if t.done()]
+                errors = [_error(t) for t in done]
+                if any(e is None and t.result() for t, e in zip(done, errors, strict=True)):
+                    out.set_result(True)
+                elif len(done) == len(tasks):
+                    failed = [e for e in errors if e is not None]
+                    if failed:
+                        out.set_exception(failed[0])
+                    else:
+                        out.set_result(False)
+
+        for task in tasks:
+            task.add_done_callback(settle)
+        return out
+
+    def referred(self, registry: str, repository: str, digest: str) -> bool:
+        """A referrer of ``digest`` (the API, else the referrers tag) is a signature."""
         entries = self._referrers(registry, repository, digest)
-        if entries and signatures.decide(
-                entries, digest, lambda ref: self._open(registry, repository, ref)):
-            return True
+        return bool(entries) and signatures.decide(
+            entries, digest, lambda ref: self._open(registry, repository, ref))
+
+    def legacy(self, registry: str, repository: str, digest: str) -> bool:
+        """cosign's ``sha256-<hex>.sig`` tag exists: one HEAD."""
         try:
             self.client.head_digest(registry, repository, signatures.cosign_tag(digest))
         except RegistryError as exc:
@@ -118,3 +167,21 @@ class SignatureFinder:
             if exc.reason in _NOTHING:  # listed but gone, or not a manifest
                 return None
             raise
+
+
+def _submit(pool: Executor, call: Callable[[str, str, str], bool], registry: str,
+            repository: str, digest: str) -> Future[bool]:
+    try:
+        return pool.submit(call, registry, repository, digest)
+    except RuntimeError:  # the pool is shut down: the exporter is stopping
+        failed: Future[bool] = Future()
+        failed.set_exception(RegistryError("error", "signature look-up stopped"))
+        return failed
+
+
+def _error(task: Future[bool]) -> BaseException | None:
+    """What a finished task raised (a cancelled one: that it was cancelled)."""
+    try:
+        return task.exception(timeout=0)
+    except CancelledError:
+        return RegistryError("error", "signature look-up cancelled")

@@ -26,22 +26,22 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import httpx
 
 from exporter import backoff, reference
 from exporter.config import Config
-from exporter.decisions import drift
+from exporter.decisions import drift, provenance
 from exporter.registry import transport
 from exporter.registry.client import RegistryClient
 from exporter.registry.content import ContentCache
-from exporter.registry.manifest import Platform, RegistryError
+from exporter.registry.manifest import Manifest, Platform, RegistryError
 from exporter.registry.policy import BLOCKING, MAX_BACKOFF, Counters, RequestPolicy
 from exporter.registry.signatures import SignatureFinder
 from exporter.snapshots import EngineSnapshot, Image, ImageManifest, TagState, UpstreamSnapshot
-from exporter.sources.engine import Engine, EngineError
+from exporter.sources.engine import Engine, EngineError, is_podman, uses_snapshotter
 from exporter.sources.loop import Problems, Source, SourceError
 from exporter.state import StateStore, Verdict
 from exporter.status import remember
@@ -145,6 +145,7 @@ class EngineFacts:
     _cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     _hosts: frozenset[str] = frozenset()
+    _store: str = ""  # decisions.provenance's store kind; "" until read
     _read: bool = False  # read successfully at least once
     _next: float = 0.0  # time.monotonic() of the next read
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -180,6 +181,8 @@ class EngineFacts:
                 if isinstance(index, dict) and index.get("Secure") is False)
             arch = str(version.get("Arch") or "amd64")
             self._platform = Platform(str(version.get("Os") or "linux"), _ARCH.get(arch, arch))
+            self._store = provenance.PODMAN if is_podman(version) else (
+                provenance.CONTAINERD if uses_snapshotter(info) else provenance.CLASSIC)
             self._read, self._next = True, time.monotonic() + self.interval
         finally:
             self._lock.release()
@@ -190,6 +193,13 @@ class EngineFacts:
             return Platform.parse(self.platform_override)
         self.refresh()
         return self._platform
+
+    def store(self) -> str:
+        """The engine's image store (classic, containerd or podman); "" while not read.
+        On the classic store an image ID is its config digest, which spares drift checks
+        the old index (``decisions.drift``)."""
+        self.refresh()
+        return self._store
 
     def insecure(self, registry: str) -> bool:
         """Plain HTTP allowed: as the engine decides it, plus the configured list."""
@@ -207,10 +217,28 @@ class EngineFacts:
 
 
 class DriftCheck:
-    """Local mode: the tag's drift for this platform, its signature and its build time."""
+    """Local mode: the tag's drift for this platform, its signature and its build time.
+
+    Round trips, for a tag whose digest moved to a multi-arch index, on the classic image
+    store (each arrow one request after another):
+
+        HEAD tag -> GET index -> GET platform manifest -> GET config blob (build time)
+                                 + signature look-up: referrers (or the referrers tag)
+                                   and cosign's .sig HEAD, at the same time
+
+    The decision takes three round trips (the config digest decides: it is the local image
+    ID), the whole check four; six requests. The signature look-up needs only the new
+    digest, but starts with the decision's last request rather than right after the HEAD:
+    that costs no round trip (the chain to the build time is longer), and a registry that
+    fails a signature request (5xx, timeout) is put in back-off by the request policy,
+    which would refuse the decision's remaining requests. Where more documents may follow
+    (containerd store, a single manifest) it starts once the decision is made. The extra
+    requests run on a small pool this check owns; every request still goes through the one
+    request policy, which admits them.
+    """
 
     def __init__(self, client: RegistryClient, content: ContentCache, facts: EngineFacts,
-                 signature_interval: float) -> None:
+                 signature_interval: float, workers: int = 4) -> None:
         self.client = client
         self.content = content
         self.facts = facts
@@ -218,6 +246,9 @@ class DriftCheck:
         self.signatures = SignatureFinder(client, content, signature_interval)
         self._signed: dict[str, tuple[bool, float]] = {}  # digest -> (signed, when looked)
         self._lock = threading.Lock()
+        # Leaf tasks only (a signature request, or a chain of them): a task never waits for
+        # another task of this pool, so a full pool delays, never deadlocks.
+        self._pool = ThreadPoolExecutor(max(2, workers), thread_name_prefix="drift-extras")
 
     def __call__(self, t: Target) -> Outcome:
         if not t.local_digests:
@@ -226,45 +257,74 @@ class DriftCheck:
         head = self.client.head_digest(t.registry, t.ref.path, t.ref.tag)
         platform = self.facts.platform()
         local = drift.Local(t.image_id, t.local_digests,
-                            drift.platform_manifest(t.manifests, platform))
-        decision = drift.decide(
-            local, head, platform,
-            lambda digest: self.content.manifest(t.registry, t.ref.path, digest))
-        signed, created = self._extras(t, decision)
-        return Outcome(decision.status, "", decision.digest, decision.config, signed, created,
-                       manifest=decision.manifest)
+                            drift.platform_manifest(t.manifests, platform), self.facts.store())
+        signature: list[Future[bool] | None] = []
 
-    def _extras(self, t: Target, decision: drift.Decision) -> tuple[bool | None, float | None]:
-        """Whether upstream's digest is signed, and when its image for this platform was built.
+        def document(digest: str) -> Manifest:
+            if not signature and drift.last_read(local, head, digest):
+                signature.append(self._signature(t, head))
+            return self.content.manifest(t.registry, t.ref.path, digest)
 
-        A current tag's image is the local one (same config), so its time costs nothing; a
-        drifted one's config blob is read once per digest. A signature found is kept; a
-        missing one is looked for again after ``signature_interval``.
-        """
+        decision = drift.decide(local, head, platform, document)
+        if not signature:
+            signature.append(self._signature(t, head))
         created = t.created
-        try:
-            if decision.status == "drifted":
-                created = self.content.created(t.registry, t.ref.path, decision.config) \
-                    if decision.config else None
+        if decision.status == "drifted":
+            created = self._created(t, decision.config)
+        return Outcome(decision.status, "", decision.digest, decision.config,
+                       self._wait(t, head, signature[0]), created, manifest=decision.manifest)
+
+    def _signature(self, t: Target, digest: str) -> Future[bool] | None:
+        """Start looking for a signature of ``digest``, unless one was found, or none was
+        within ``signature_interval``: then None (the answer is known)."""
+        with self._lock:
+            known = self._signed.get(digest)
+        if known is not None and (known[0] or time.time() - known[1] <=
+                                  self.signature_interval):
+            return None
+        return self.signatures.start(self._pool, t.registry, t.ref.path, digest)
+
+    def _wait(self, t: Target, digest: str, pending: Future[bool] | None) -> bool | None:
+        """Whether ``digest`` is signed: the look-up's answer, kept; None when it could not
+        tell. Every task ends within the request deadlines, so this wait does too."""
+        if pending is None:
             with self._lock:
-                known = self._signed.get(decision.digest)
-            if known is None or (not known[0] and time.time() - known[1] >
-                                 self.signature_interval):
-                known = (self.signatures.signed(t.registry, t.ref.path, decision.digest),
-                         time.time())
-                with self._lock:
-                    self._signed[decision.digest] = known
-        except RegistryError as exc:
+                known = self._signed.get(digest)
+            return known[0] if known is not None else None
+        try:
+            signed = pending.result()
+        except (RegistryError, CancelledError) as exc:
             # The drift state is decided; what could not be read stays unknown (absent).
-            log.info("signature or build time of %s not read: %s", t.image, exc)
-            return None, (None if decision.status == "drifted" else created)
-        return known[0], created
+            log.info("signature of %s not read: %s", t.image, exc)
+            return None
+        except Exception:  # a bug in the look-up: said loudly, the decision still stands
+            log.exception("looking for a signature of %s failed", t.image)
+            return None
+        with self._lock:
+            self._signed[digest] = (signed, time.time())
+        return signed
+
+    def _created(self, t: Target, config: str) -> float | None:
+        """When upstream's image for this platform was built, from its config blob (read
+        once per digest). A current tag's image is the local one, which costs nothing."""
+        if not config:
+            return None
+        try:
+            return self.content.created(t.registry, t.ref.path, config)
+        except RegistryError as exc:
+            log.info("build time of %s not read: %s", t.image, exc)
+            return None
 
     def keep_only(self, digests: set[str]) -> None:
         """Forget signatures of digests no tag names any more."""
         with self._lock:
             for digest in set(self._signed) - digests:
                 del self._signed[digest]
+
+    def close(self) -> None:
+        """Stop the extra look-ups: queued ones are cancelled (their checks say the
+        signature is unknown), running ones end with their requests."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class DigestCheck:
@@ -278,6 +338,9 @@ class DigestCheck:
         return Outcome("known", "", self.client.head_digest(t.registry, t.ref.path, t.ref.tag))
 
     def keep_only(self, digests: set[str]) -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
 
@@ -491,6 +554,7 @@ class Checks:
         with self._lock:
             self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.check.close()
 
 
 class LocalTargets:
@@ -623,7 +687,8 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
                         flush=store.flush)
     else:
         checks = Checks(LocalTargets(config, engine_source, facts),
-                        DriftCheck(client, content, facts, config.versions_interval),
+                        DriftCheck(client, content, facts, config.versions_interval,
+                                   config.upstream_concurrency),
                         local_record(store), client.counters, config.upstream_interval,
                         config.upstream_concurrency, config.upstream_registry_concurrency,
                         forget=store.forget_upstream, flush=store.flush)
