@@ -340,9 +340,6 @@ class DigestCheck:
     def keep_only(self, digests: set[str]) -> None:
         return None
 
-    def close(self) -> None:
-        return None
-
 
 def local_record(store: StateStore) -> Callable[[TagState], TagState]:
     """Local mode: drift-since and the last decided state are kept in the state store, so
@@ -554,7 +551,6 @@ class Checks:
         with self._lock:
             self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.check.close()
 
 
 class LocalTargets:
@@ -679,6 +675,7 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
                             fresh_for=min(60.0, config.upstream_interval / 2))
     content = ContentCache(client, store)
     fleet: FleetTargets | None = None
+    local: DriftCheck | None = None
     if central:
         fleet = FleetTargets(config)
         checks = Checks(fleet, DigestCheck(client), central_record(store), client.counters,
@@ -686,15 +683,17 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
                         config.upstream_registry_concurrency, forget=store.forget_tag,
                         flush=store.flush)
     else:
-        checks = Checks(LocalTargets(config, engine_source, facts),
-                        DriftCheck(client, content, facts, config.versions_interval,
-                                   config.upstream_concurrency),
+        local = DriftCheck(client, content, facts, config.versions_interval,
+                           config.upstream_concurrency)
+        checks = Checks(LocalTargets(config, engine_source, facts), local,
                         local_record(store), client.counters, config.upstream_interval,
                         config.upstream_concurrency, config.upstream_registry_concurrency,
                         forget=store.forget_upstream, flush=store.flush)
 
     def close() -> None:
         checks.close()
+        if local is not None:
+            local.close()
         client.close()
         if fleet is not None:
             fleet.close()
