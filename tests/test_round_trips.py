@@ -134,14 +134,20 @@ class Measured:
 def measure(check: DriftCheck, proxy: FaultProxy, tag: Tag) -> Measured:
     proxy.counts.clear()
     proxy.timeline.clear()
-    with ThreadPoolExecutor(1) as pool:  # a check that hung would fail here, not hang
+    pool = ThreadPoolExecutor(1)
+    try:  # a check that hung fails the test after a minute instead of hanging it
         started = time.monotonic()
         outcome = pool.submit(check, tag.target).result(timeout=60)
         wall = time.monotonic() - started
+    finally:
+        pool.shutdown(wait=False)
     time.sleep(DELAY * 2)  # requests still in flight (a signature task left behind) land
+    # What the decision may read: the tag, the new index, its entry for this platform, and
+    # (where the image ID does not decide) the index this host pulled.
     decision = {f"/v2/{tag.name}/manifests/latest",
                 f"/v2/{tag.name}/manifests/{tag.new_index}",
-                f"/v2/{tag.name}/manifests/{tag.new_manifest}"}
+                f"/v2/{tag.name}/manifests/{tag.new_manifest}",
+                f"/v2/{tag.name}/manifests/{tag.old_index}"}
     decided = max(end for _, end, _, path in proxy.timeline if path in decision)
     m = Measured(outcome, Counter(proxy.counts), round((decided - started) / DELAY),
                  round(wall / DELAY))
