@@ -78,6 +78,8 @@ def build(registry: str, state_path: str, fresh_for: float) -> SimpleNamespace:
     config = Config()
     policy = upstream.request_policy(config)
     facts = upstream.EngineFacts(None, config.upstream_interval, (registry,), "linux/amd64")
+    if hasattr(facts, "store_override"):  # the host's store kind (not at the baseline)
+        facts.store_override = "classic"
     creds = CredentialStore({registry: Credentials(USER, PASSWORD)},
                             str(Path(state_path).with_suffix(".docker.json")))
     client = RegistryClient(creds, facts.insecure, policy, fresh_for=fresh_for)

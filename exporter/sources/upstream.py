@@ -141,6 +141,9 @@ class EngineFacts:
     interval: float
     insecure_registries: tuple[str, ...] = ()
     platform_override: str = ""
+    # The image store (decisions.provenance) when known without asking the engine (no
+    # engine: benchmarks, tests); else it is read from the engine.
+    store_override: str = ""
     _platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
     _cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -198,6 +201,8 @@ class EngineFacts:
         """The engine's image store (classic, containerd or podman); "" while not read.
         On the classic store an image ID is its config digest, which spares drift checks
         the old index (``decisions.drift``)."""
+        if self.store_override:
+            return self.store_override
         self.refresh()
         return self._store
 
