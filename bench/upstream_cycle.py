@@ -34,6 +34,7 @@ def token(tokens: TokenServer, repo: str) -> dict[str, str]:
 def run_cycle(d: Dockerd, reg_address: str, tokens: TokenServer, state: Path, log: Path,
               tags: int, *extra: str) -> dict[str, float]:
     before, tok_before = access_log_of(reg_address), sum(tokens.requests.values())
+    started = time.monotonic()
     exp = ExporterProcess(["--docker.host", d.host, "--upstream.interval", "1h",
                            "--collector.disk.interval", "1h", "--state.path", str(state),
                            "--docker.config", str(d.root / "client-config" / "config.json"),
@@ -45,11 +46,11 @@ def run_cycle(d: Dockerd, reg_address: str, tokens: TokenServer, state: Path, lo
             states = [v for lb, v in m.select("docker_image_upstream_status") if v == 1]
             return m if ok == 1 and len(states) >= tags else None
         from tests.services import wait_for
-        m = wait_for(done, 600, "a full cycle", interval=0.2)
+        m = wait_for(done, 600, "a full cycle", interval=0.1)
+        took = time.monotonic() - started
         time.sleep(0.5)
         counts = access_log_of(reg_address) - before
-        return {"cycle_s": m.get("docker_exporter_collector_duration_seconds",
-                                 collector="upstream"),
+        return {"cycle_s": took,
                 "head": counts[("HEAD", "manifest")], "get": counts[("GET", "manifest")],
                 "token": sum(tokens.requests.values()) - tok_before,
                 "drifted": sum(1 for lb, v in m.select("docker_image_upstream_status",
@@ -118,7 +119,7 @@ def main() -> None:
             print(f"machine: {platform.machine()}, {platform.python_version()}, "
                   f"{tags} tags in {args.repos} repositories, bearer-token registry, "
                   f"{args.latency * 1000:.0f} ms added per request")
-            print("| run | cycle s | HEAD | GET | token requests | drifted |")
+            print("| run | start to every tag checked, s | HEAD | GET | token requests | drifted |")
             print("|---|---|---|---|---|---|")
             rows = [("default concurrency, nothing changed", ()),
                     ("concurrency 1, nothing changed", ("--upstream.concurrency", "1",

@@ -154,3 +154,45 @@ def test_metrics_show_the_verdict_and_no_placeholder_dates() -> None:
                if f.name == "docker_image_newer_version_created_timestamp_seconds"
                for s in f.samples}
     assert created == {"web:1.0.0": 1.7e9}
+
+
+def test_a_tick_publishes_what_is_decided_and_says_checks_are_still_busy(
+        tmp_path: Path) -> None:
+    """A check that outlasts the tick's wait leaves the loop busy (it then ticks again soon,
+    ``BUSY_TICK``); once it ends, the verdict is there and the loop is idle; its verdict
+    reaches the file with the tick's flush, in one commit."""
+    import threading
+
+    from exporter.sources.upstream import PUBLISH_WAIT
+
+    path = str(tmp_path / "state.db")
+    store, release = StateStore(path), threading.Event()
+
+    class Slow(Scripted):
+        def __call__(self, t: Target) -> Outcome:
+            release.wait(30)
+            return Outcome("current", digest="sha256:pulled")
+
+    c = Checks(lambda: [target()], Slow(), local_record(store), Counters, 3600.0, 4, 2,
+               forget=store.forget_upstream, flush=store.flush)
+    try:
+        started = time.monotonic()
+        first = c.run()
+        assert PUBLISH_WAIT <= time.monotonic() - started < PUBLISH_WAIT + 1
+        assert first.states == () and c.busy()
+        release.set()
+        deadline = time.monotonic() + 10
+        while c.busy() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not c.busy()
+        before = StateStore(path)
+        assert before.verdict(IMAGE) is None  # not written yet: the next tick's flush does
+        before.close()
+        second = c.run()
+        assert [s.status for s in second.states] == ["current"] and not c.busy()
+        again = StateStore(path)
+        assert again.verdict(IMAGE) is not None
+        again.close()
+    finally:
+        c.close()
+        store.close()

@@ -54,6 +54,7 @@ MIN_BACKOFF = 30.0  # after a failed check of one tag, doubling up to the interv
 # answers again is asked again within minutes, not after hours of doubling.
 TICK = 60.0
 PUBLISH_WAIT = 1.0  # a tick waits this long for checks before publishing what it has
+BUSY_TICK = 0.5  # the loop's tick while checks are in flight
 ENGINE_WAIT = 30.0
 MAX_QUERY_BYTES = 64 * 1024 * 1024  # Prometheus's answer: a fleet's distinct tags
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -449,6 +450,11 @@ class Checks:
         self.flush()
         return self.snapshot()
 
+    def busy(self) -> bool:
+        """Checks are in flight or waiting for a worker."""
+        with self._lock:
+            return bool(self._in_flight or any(self._pending.values()))
+
     def cycle(self) -> UpstreamSnapshot:
         """One whole cycle: every due tag is checked before it returns (``report --check``;
         the loop itself never waits like this)."""
@@ -708,13 +714,19 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
 
     saved: list[UpstreamSnapshot | None] = [None]
 
+    tick = min(config.upstream_interval, 5.0)
+
     def read() -> UpstreamSnapshot:
         """A tick; in local mode what it decided is also kept for ``report`` (whenever it
-        changed: the snapshot object stays the same while nothing does)."""
+        changed: the snapshot object stays the same while nothing does). While checks are
+        still in flight the next tick comes after ``BUSY_TICK``, so what they decide is
+        published a second or two later, not a whole tick (a cycle of 1,000 tags at 20 ms
+        took 7.5 s from start to every tag shown with 5 s ticks)."""
         snapshot = checks.run()
         if not central and snapshot is not saved[0]:
             saved[0] = remember(store, "upstream", snapshot)
+        source.interval = min(tick, BUSY_TICK) if checks.busy() else tick
         return snapshot
 
-    source = Source("upstream", read, min(config.upstream_interval, 5.0), close, problems)
+    source = Source("upstream", read, tick, close, problems)
     return Upstream(source, checks, client, content, store, facts, close)
