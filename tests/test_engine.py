@@ -276,3 +276,31 @@ def test_second_refresh_inspects_nothing_new(engine: Dockerd | Podman, exporter_
         assert all(k.startswith("GET ") for k in proxy.counts), proxy.counts
     finally:
         proxy.stop()
+
+
+def test_a_read_with_nothing_changed_gives_the_same_snapshot(dockerd: Dockerd) -> None:
+    """Equal answers and inputs give the last snapshot itself (not built again); a new tag, a
+    pull the event stream saw, a removed tag each give a new one."""
+    from exporter.sources.engine import Engine
+    from exporter.sources.inventory import EngineReader
+
+    pulls: dict[str, float] = {}
+    engine = Engine(dockerd.host, 30.0)
+    reader = EngineReader(engine, pull_times=lambda: dict(pulls))
+    try:
+        first = reader.read()
+        assert reader.read() is first
+        dockerd.cli("tag", "hygiene-base:1", "unchanged-read:1")
+        tagged = reader.read()
+        assert tagged is not first
+        assert any("unchanged-read:1" in i.tags for i in tagged.images)
+        assert reader.read() is tagged
+        pulls["unchanged-read:1"] = time.time()  # a pull of the same image: same tags
+        pulled = reader.read()
+        assert pulled is not tagged and reader.read() is pulled
+        dockerd.cli("rmi", "unchanged-read:1")
+        untagged = reader.read()
+        assert not any("unchanged-read:1" in i.tags for i in untagged.images)
+        assert reader.read() is untagged
+    finally:
+        engine.close()
