@@ -38,6 +38,10 @@ def _tags(raw: Any, familiar: Callable[[str], str] = reference.familiar) -> tupl
                          if isinstance(t, str) and t and "<none>" not in t}))
 
 
+def _by_id(item: Mapping[str, Any]) -> str:
+    return str(item.get("Id"))
+
+
 class Familiar:
     """``reference.familiar`` remembered from one read to the next: parsing every reference
     again was three quarters of an unchanged read's CPU. Only the names of the latest read
@@ -270,8 +274,13 @@ class EngineReader:
         pulls = self.pull_times()
         seen_pulled = frozenset(self.seen_pulled()) if store == provenance.CONTAINERD \
             else frozenset()
-        inputs = (images, containers, pulls, seen_pulled, store, podman,
-                  self.engine.api_version, self.engine.platform)
+        # In ID order (the engine lists images made in the same second in any order); a
+        # container's "Status" ("Up 5 seconds") changes with the clock and is not read.
+        inputs = (sorted(images, key=_by_id),
+                  sorted(({k: v for k, v in c.items() if k != "Status"} for c in containers),
+                         key=_by_id),
+                  pulls, seen_pulled, store, podman, self.engine.api_version,
+                  self.engine.platform)
         if self._last is not None and self._last[0] == inputs:
             # Nothing the snapshot is made of changed (the tags seen neither: they follow
             # from the same tags, IDs and pull times): most reads of a quiet host. Measured:
