@@ -14,7 +14,7 @@ per registry:
   peer trickles (see ``transport``);
 - the request counters and the rate-limit headers last answered.
 
-Body caps are given per request by the client (``transport.read_capped``).
+Body caps are given per request by the client (``transport``: bodies are read capped).
 """
 
 from __future__ import annotations

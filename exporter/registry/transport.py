@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -196,11 +196,12 @@ class Answer:
 class Http:
     """Registry requests on the standard library's http.client, over kept connections.
 
-    One HEAD costs a fifth of the CPU it cost through ``httpx.Client`` with its pool
-    (BENCHMARKS.md, section 7): at registry speeds httpx's and httpcore's request and
-    response models were most of the work, and httpcore's pool looked at every connection
-    it held on every request. Up to ``connections`` idle connections are kept per origin,
-    the newest used first; how many requests run at once is the request policy's business.
+    One HEAD costs about a third of the CPU it cost through ``httpx.Client`` with its pool
+    (0.36 against 0.93 ms, BENCHMARKS.md section 7): at registry speeds httpx's and
+    httpcore's request and response models were most of the work, and httpcore's pool
+    looked at every connection it held on every request. Up to ``connections`` idle
+    connections are kept per origin, the newest used first; how many requests run at once
+    is the request policy's business.
     Thread-safe.
     """
 
@@ -279,7 +280,8 @@ class Http:
             for name, value in response.getheaders():
                 name = name.lower()
                 fields[name] = f"{fields[name]}, {value}" if name in fields else value
-            body = _capped(method, connection.host, fields, response, max_bytes)
+            body = _capped(method, connection.host, fields, _read(response, max_bytes),
+                           max_bytes)
             kept = not response.will_close
         except (_Unsent, TooLarge):
             raise
@@ -318,12 +320,16 @@ def _readable(sock: socket.socket | None) -> bool:
     return bool(poller.poll(0))
 
 
-def _capped(method: str, host: str, headers: Mapping[str, str],
-            response: http.client.HTTPResponse, max_bytes: int) -> bytes:
-    """The body, read while it streams; TooLarge beyond ``max_bytes`` (the rest never read)
-    or when it is compressed although we asked for it plain (never inflated)."""
+def _capped(method: str, host: str, headers: Mapping[str, str], chunks: Iterable[bytes],
+            max_bytes: int) -> bytes:
+    """The body, read while it streams; TooLarge beyond ``max_bytes`` (the rest never read,
+    so a huge answer costs at most ``max_bytes`` of memory) or when it is compressed
+    although we asked for it plain (inflating it is what a cap cannot bound)."""
     if method == "HEAD":
-        response.read()  # nothing: the response is complete, the connection can be kept
+        # Its Content-Length is that of the body a GET would get. The empty body is still
+        # read to its end: a response closed before that closes its connection too.
+        for _ in chunks:
+            pass
         return b""
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
@@ -331,13 +337,21 @@ def _capped(method: str, host: str, headers: Mapping[str, str],
     declared = headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise TooLarge(f"{method} {host}: body over {max_bytes} bytes")
-    chunks, size = [], 0
-    while chunk := response.read(min(_CHUNK, max_bytes + 1 - size)):
+    parts, size = [], 0
+    for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
             raise TooLarge(f"{method} {host}: body over {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _read(response: http.client.HTTPResponse, max_bytes: int) -> Iterator[bytes]:
+    """An http.client body in chunks, never reading more than one byte past ``max_bytes``."""
+    size = 0
+    while chunk := response.read(min(_CHUNK, max_bytes + 1 - size)):
+        size += len(chunk)
+        yield chunk
 
 
 _CHUNK = 256 * 1024
@@ -376,38 +390,12 @@ class TooLarge(Exception):
     """An answer's body was larger than the caller accepts."""
 
 
-def read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
-    """The body of a streamed response, or None as soon as it exceeds ``max_bytes`` (the
-    rest is never read, so a huge answer costs at most ``max_bytes`` of memory). A
-    compressed body raises TooLarge: inflating it is what a cap cannot bound."""
-    if response.request.method == "HEAD":
-        # Its Content-Length is that of the body a GET would get. The empty body is still
-        # read to its end: a response closed before that closes its connection too.
-        for _ in response.iter_raw():
-            pass
-        return b""
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":  # compressed although we asked for it plain: never inflated
-        raise TooLarge(f"{response.request.url.host}: a {encoding}-encoded answer, refused")
-    declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        return None
-    chunks, size = [], 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def fetch(http: httpx.Client, method: str, url: str, max_bytes: int,
           **kwargs: typing.Any) -> httpx.Response:
     """One request whose body is read while it streams, at most ``max_bytes`` of it (raising
     TooLarge beyond: the rest is never read), as a complete response."""
     with http.stream(method, url, **kwargs) as response:
-        body = read_capped(response, max_bytes)
-        if body is None:
-            raise TooLarge(f"{method} {response.request.url.host}: body over {max_bytes} bytes")
+        body = _capped(method, response.request.url.host, response.headers,
+                       response.iter_raw(), max_bytes)
     return httpx.Response(response.status_code, headers=response.headers, content=body,
                           request=response.request)
