@@ -392,7 +392,7 @@ class StateStore:
             self._execute(table.upsert, [_row(key, value)])
 
     def flush(self) -> None:
-        """Write the rows put with ``later`` (verdicts, tag digests), in one commit. What
+        """Write the rows put with ``later`` (verdicts, tag digests), one commit a table. What
         could not be written stays in memory and goes to the file when it opens again."""
         with self._lock:
             later, self._later = self._later, {}
