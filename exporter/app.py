@@ -29,6 +29,8 @@ from exporter.snapshots import (
     UpstreamSnapshot,
     VersionsSnapshot,
 )
+from exporter.sources.containerd_events import ContainerdEvents
+from exporter.sources.cri import Cri, CriDiskReader, CriReader
 from exporter.sources.disk import DiskReader
 from exporter.sources.engine import Engine
 from exporter.sources.events import EventStream
@@ -54,7 +56,7 @@ class Parts:
     upstream_interval: float = 6 * 3600.0
     versions_interval: float = 12 * 3600.0
     store: StateStore | None = None
-    events: EventStream | None = None
+    events: EventStream | ContainerdEvents | None = None
     hub: Source[HubSnapshot] | None = None
     webhook: DistributionWebhook | None = None
     harbor: Source[HarborSnapshot] | None = None
@@ -101,27 +103,40 @@ def build_registry(parts: Parts) -> CollectorRegistry:
 class Exporter:
     def __init__(self, config: Config) -> None:
         self.config = config
-        engine = Engine(config.docker_host, config.docker_timeout)
-        disk_engine = Engine(config.docker_host, config.collector_disk_timeout)
         problems = Problems()  # one warning per root cause, whichever sources it stops
         central = config.upstream_mode == "central"
         # Also with upstream checks off (fleet hosts): the tags' first sight times the stale
         # grace period, and must survive restarts there too.
         store = StateStore(config.state_path or default_path())
-        events = None
-        if config.events_enabled and not central:
-            # A stream silent for four engine intervals is checked (and re-opened).
-            events = EventStream(config.docker_host,
-                                 max(1.0, 4 * config.collector_engine_interval), problems,
-                                 store=store)
-        seen_pulled = events.pulled_repositories if events is not None else frozenset
-        reader = EngineReader(engine, seen_pulled, store,
-                              events.pull_times if events is not None else dict)
+        # A stream silent for four engine intervals is checked (and re-opened).
+        silence = max(1.0, 4 * config.collector_engine_interval)
+        events: EventStream | ContainerdEvents | None = None
+        if config.cri_endpoint:
+            if config.events_enabled and not central:
+                events = ContainerdEvents(config.cri_endpoint, config.cri_namespace, silence,
+                                          problems, store=store)
+            api, disk_api = (Cri(config.cri_endpoint, config.docker_timeout),
+                             Cri(config.cri_endpoint, config.collector_disk_timeout))
+            reader: Any = CriReader(api, store,
+                                    events.pull_times if events is not None else dict)
+            # ImageFsInfo is the runtime's cached figure, not a walk of every layer: it is
+            # read as often as the images.
+            disk = Source("disk", CriDiskReader(disk_api).read,
+                          config.collector_engine_interval, disk_api.close, problems)
+        else:
+            api = Engine(config.docker_host, config.docker_timeout)
+            disk_engine = Engine(config.docker_host, config.collector_disk_timeout)
+            if config.events_enabled and not central:
+                events = EventStream(config.docker_host, silence, problems, store=store)
+            seen_pulled = events.pulled_repositories if events is not None else frozenset
+            reader = EngineReader(api, seen_pulled, store,
+                                  events.pull_times if events is not None else dict)
+            disk = Source("disk", DiskReader(disk_engine).read, config.collector_disk_interval,
+                          disk_engine.close, problems)
         parts = Parts(
             engine=Source("engine", reader.read,
-                          config.collector_engine_interval, engine.close, problems),
-            disk=Source("disk", DiskReader(disk_engine).read, config.collector_disk_interval,
-                        disk_engine.close, problems),
+                          config.collector_engine_interval, api.close, problems),
+            disk=disk,
             upstream_interval=config.upstream_interval,
             versions_interval=config.versions_interval,
             store=store,

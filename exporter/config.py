@@ -158,6 +158,16 @@ class Config:
         "Docker client config.json whose auths, credsStore and credHelpers give registry "
         "credentials (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json).",
         "FILE")
+    # cri
+    cri_endpoint: str = _setting(
+        "cri.endpoint", v.cri_endpoint, "",
+        "A Kubernetes node's CRI socket, e.g. unix:///run/containerd/containerd.sock: read "
+        "images, pods' containers and the image filesystem through CRI instead of Docker "
+        "or Podman (containerd only: pulls come from its event stream on the same socket).",
+        "URL")
+    cri_namespace: str = _setting(
+        "cri.namespace", v.string, "k8s.io",
+        "The containerd namespace whose image pulls are counted (the kubelet's).", "NAME")
     # collector
     collector_engine_interval: float = _setting(
         "collector.engine.interval", v.duration(), 15.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 DISK_KINDS = ("images", "containers", "volumes", "build_cache")
 
@@ -67,6 +68,18 @@ class Container:
     # The platform manifest it runs: ImageManifestDescriptor (API 1.48+, containerd store),
     # else its image's manifest for this host's platform; "" when neither is known.
     manifest: str = ""
+    # A Kubernetes pod's container (CRI): its pod's namespace and name; "" on Docker and
+    # Podman. On a node, ``name`` is the container's name in its pod.
+    namespace: str = ""
+    pod: str = ""
+
+    @property
+    def qualified(self) -> str:
+        """The name a person knows it by: ``namespace/pod/name`` for a pod's container."""
+        return f"{self.namespace}/{self.pod}/{self.name}" if self.pod else self.name
+
+
+ENGINES = ("docker", "podman", "containerd")
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,8 @@ class EngineSnapshot:
     images: tuple[Image, ...]
     containers: tuple[Container, ...]
     api_version: str
+    engine: str = "docker"  # one of ENGINES
+    engine_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,16 +111,32 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class ImageFilesystem:
+    """One image filesystem as CRI's ImageFsInfo reports it: what the kubelet watches."""
+
+    mountpoint: str
+    used_bytes: int
+    inodes_used: int | None
+    capacity_bytes: int | None  # statvfs of the mountpoint; None where it is not visible
+
+
+@dataclass(frozen=True)
 class DiskSnapshot:
-    images: KindUsage
-    containers: KindUsage
-    volumes: KindUsage
-    build_cache: KindUsage | None  # None: the engine has no such thing (Podman)
+    # docker system df's rows; None where the engine has no such thing (Podman: build
+    # cache; a CRI node: all four, it has the image filesystems instead).
+    images: KindUsage | None
+    containers: KindUsage | None
+    volumes: KindUsage | None
+    build_cache: KindUsage | None
     # Each volume, where the engine lists them (API 1.52+ only with verbose, so maybe empty).
     volume_items: tuple[Volume, ...] = ()
     # What ``docker image prune`` (dangling only) would free: the unique bytes of the dangling
     # images no container uses. None where the answer lists no images (API 1.53+ summaries).
     dangling_unused: int | None = None
+    # A CRI node: its image filesystems, and the bytes of the images no container uses and
+    # the runtime has not pinned (what the kubelet's image garbage collection may delete).
+    image_filesystems: tuple[ImageFilesystem, ...] = ()
+    images_unused_bytes: int | None = None
 
     def by_kind(self) -> dict[str, KindUsage]:
         """The kinds the engine has."""
@@ -163,7 +194,8 @@ class ImageVersions:
 @dataclass(frozen=True)
 class VersionsSnapshot:
     images: tuple[ImageVersions, ...]
-    containers: tuple[tuple[str, str, bool], ...]  # (container, image, newer available)
+    # (container, image, newer available[, namespace, pod]): the last two for pods only
+    containers: tuple[tuple[Any, ...], ...]
 
 
 @dataclass(frozen=True)

@@ -381,9 +381,13 @@ _SOURCE_RANK = {"failing": 0, "starting": 1, "ok": 2}
 
 def disk_rows(disk: DiskSnapshot, as_of: float | None) -> Disk:
     order = {k: i for i, k in enumerate(DISK_KINDS)}
-    kinds = sorted((DiskRow(k, u.total, u.active, u.size, u.reclaimable)
-                    for k, u in disk.by_kind().items()),
-                   key=lambda r: (-r.reclaimable_bytes, order[r.kind]))
+    rows = [DiskRow(k, u.total, u.active, u.size, u.reclaimable)
+            for k, u in disk.by_kind().items()]
+    if disk.image_filesystems:  # a CRI node: the kubelet's view, not docker system df's
+        rows.append(DiskRow("image_filesystem", len(disk.image_filesystems), 0,
+                            sum(f.used_bytes for f in disk.image_filesystems),
+                            disk.images_unused_bytes or 0))
+    kinds = sorted(rows, key=lambda r: (-r.reclaimable_bytes, order.get(r.kind, len(order))))
     volumes = sorted((VolumeRow(v.name, v.size, v.containers) for v in disk.volume_items),
                      key=lambda v: (v.containers != 0, -(v.size_bytes or 0), v.name))
     return Disk(as_of, sum(r.size_bytes for r in kinds), sum(r.reclaimable_bytes for r in kinds),
@@ -414,7 +418,8 @@ def _versions_index(versions: VersionsSnapshot | None
     if versions is None:
         return {}, {}
     return ({v.image: v for v in versions.images},
-            {(name, image): newer for name, image, newer in versions.containers})
+            {("/".join((*where, name)), image): newer
+             for name, image, newer, *where in versions.containers})
 
 
 def container_rows(engine: EngineSnapshot, upstream: UpstreamSnapshot | None,
@@ -437,12 +442,12 @@ def container_rows(engine: EngineSnapshot, upstream: UpstreamSnapshot | None,
             if drifted:
                 drift_since = state.drift_since if state.verdict == "drifted" else stale_since
         v = per_image.get(c.image)
-        newer = per_container.get((c.name, c.image), bool(v and v.latest))
+        newer = per_container.get((c.qualified, c.image), bool(v and v.latest))
         newer_version = (v.latest if v and v.latest else "newer") if newer else ""
         problems = tuple(p for p, on in (("drifted", drifted), ("stale", c.stale),
                                          ("newer_version", bool(newer_version))) if on)
         rows.append(ContainerRow(
-            c.name, c.image, c.image_id, c.state, c.created, problems, c.stale, stale_since,
+            c.qualified, c.image, c.image_id, c.state, c.created, problems, c.stale, stale_since,
             drifted, drift_since, newer_version, v.behind if v else None,
             build_time(v.first_created) if v and newer_version else None))
     return tuple(sorted(rows, key=lambda r: (
@@ -458,7 +463,7 @@ def tag_rows(engine: EngineSnapshot | None, upstream: UpstreamSnapshot | None,
     per_image, _ = _versions_index(versions)
     users: dict[str, list[str]] = {}
     for c in engine.containers if engine else ():
-        users.setdefault(c.image, []).append(c.name)
+        users.setdefault(c.image, []).append(c.qualified)
     rows = []
     for image in sorted(set(states) | set(per_image)):
         s, v = states.get(image), per_image.get(image)
@@ -678,7 +683,8 @@ def versions_from_json(body: str) -> VersionsSnapshot:
         doc = json.loads(body)
         return VersionsSnapshot(
             tuple(ImageVersions(**_known(v, ImageVersions)) for v in doc["images"]),
-            tuple((str(c[0]), str(c[1]), bool(c[2])) for c in doc["containers"]))
+            tuple((str(c[0]), str(c[1]), bool(c[2]), *(str(x) for x in c[3:5]))
+                  for c in doc["containers"]))
     except (KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"not a saved versions snapshot: {exc}") from None
 

@@ -178,6 +178,15 @@ def docker_host(value: Any) -> str:
     return text
 
 
+def cri_endpoint(value: Any) -> str:
+    """"" (read Docker or Podman), or a CRI socket as the kubelet names it."""
+    text = "" if value in ("", None) else string(value)
+    if text and not re.fullmatch(r"unix:///\S+", text):
+        raise ValueError(f"{describe(value)} is not a CRI endpoint: use "
+                         "unix:///run/containerd/containerd.sock")
+    return text
+
+
 def whole(low: int, high: int) -> Callable[[Any], int]:
     """A whole number within [low, high], from YAML or as ASCII digits from a flag."""
 

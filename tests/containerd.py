@@ -146,8 +146,20 @@ class Containerd:
         self.root.mkdir(parents=True, exist_ok=True)
         self.pause = f"{self.registry}/pause:3.9"
         push_busybox(self.registry, "pause", "3.9", "2024-01-01T00:00:00Z", "pause")
+        (self.root / "config.toml").write_text(self._config())
+        return self.start_daemon(timeout)
+
+    def stop_daemon(self) -> None:
+        """Stop containerd alone; its pods' shims go on, as on a node."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+    def start_daemon(self, timeout: float = 30.0) -> Containerd:
         config = self.root / "config.toml"
-        config.write_text(self._config())
         log = open(self.root / "containerd.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen([need("containerd"), "--config", str(config)],
                                      stdout=log, stderr=log, start_new_session=True)

@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 from exporter import config
+from exporter.app import build_registry
 from exporter.config import SETTINGS
-from tests.test_golden import registry_for_golden
+from tests.test_golden import cri_parts, registry_for_golden
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -39,7 +40,8 @@ def test_metrics_table_equals_exposition() -> None:
     central: Source[UpstreamSnapshot] = Source("upstream", lambda: None, 60.0)
     central.snapshot = UpstreamSnapshot((TagState("nginx:1", "", "known", "", "sha256:" + "a" * 64,
                                                   "", 1.0, None, 1.0),))
-    collected = [*registry_for_golden().collect(), *FleetCollector(central, 60.0).collect()]
+    collected = [*registry_for_golden().collect(), *FleetCollector(central, 60.0).collect(),
+                 *build_registry(cri_parts()).collect()]
     families: dict[str, tuple[str, set[str]]] = {}
     for f in collected:
         name = f.name + "_total" if f.type == "counter" else f.name

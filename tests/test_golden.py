@@ -1,7 +1,10 @@
 """The whole exposition, pinned: any change to names, labels, HELP or values shows in review.
 
-Snapshots come from Engine API answers recorded on a real dockerd (tests/fixtures). To accept
-an intended change: UPDATE_GOLDEN=1 pytest tests/test_golden.py, then review the diff.
+Snapshots come from Engine API answers recorded on a real dockerd (tests/fixtures), and for a
+Kubernetes node (golden/containerd.prom) from CRI answers recorded on a real containerd
+1.6.20 (tests/fixtures/cri-1.6: two pods, one on a tag pulled again since, an unused image;
+the mountpoint rewritten to containerd's default root). To accept an intended change:
+UPDATE_GOLDEN=1 pytest tests/test_golden.py, then review the diff.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 
 from exporter.app import Parts, build_registry
@@ -36,6 +40,7 @@ from exporter.timestamps import parse_timestamp
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = Path(__file__).parent / "golden" / "metrics.prom"
+CRI_GOLDEN = Path(__file__).parent / "golden" / "containerd.prom"
 
 
 def load(name: str) -> Any:
@@ -110,15 +115,62 @@ def parts_for_golden() -> Parts:
                  store=StateStore(None), events=events, hub=hub, webhook=webhook, harbor=harbor)
 
 
+def cri_parts() -> Parts:
+    """A containerd node as its recorded CRI answers make it; the same collectors."""
+    from google.protobuf import json_format
+
+    from exporter.sources.cri import build_cri_disk, build_cri_snapshot, cri
+
+    def answer(name: str, message: Any) -> Any:
+        return json_format.Parse((FIXTURES / "cri-1.6" / name).read_text(), message)
+
+    images = list(answer("list_images.json", cri.ListImagesResponse()).images)
+    containers = list(answer("list_containers.json", cri.ListContainersResponse()).containers)
+    version = answer("version.json", cri.VersionResponse())
+    created = {k: parse_timestamp(v) for k, v in load("cri-1.6/image_created.json").items()}
+    engine: Source[EngineSnapshot] = Source("engine", lambda: None, 15.0)
+    engine.snapshot = build_cri_snapshot(
+        images, containers, created, load("cri-1.6/container_image_names.json"),
+        {i.id: 1795838000.0 for i in images},
+        (version.runtime_name, version.runtime_version, version.runtime_api_version))
+    engine.status = Status(True, True, 0.02, 1795838000.0, "")
+    disk: Source[DiskSnapshot] = Source("disk", lambda: None, 15.0)
+    disk.snapshot = build_cri_disk(
+        list(answer("image_fs_info.json", cri.ImageFsInfoResponse()).image_filesystems),
+        images, containers, lambda mountpoint: 100 * 10**9)  # statvfs: made up
+    disk.status = Status(True, True, 0.01, 1795838000.0, "")
+    return Parts(engine=engine, disk=disk, store=StateStore(None))
+
+
 def render() -> str:
     return generate_latest(registry_for_golden()).decode()
 
 
-def test_exposition_matches_golden_file() -> None:
-    text = render()
+@pytest.mark.parametrize(("parts", "golden"), [(parts_for_golden, GOLDEN),
+                                               (cri_parts, CRI_GOLDEN)])
+def test_exposition_matches_golden_file(parts: Any, golden: Path) -> None:
+    text = generate_latest(build_registry(parts())).decode()
     if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text(), "exposition changed: UPDATE_GOLDEN=1 and review the diff"
+        golden.write_text(text)
+    assert text == golden.read_text(), "exposition changed: UPDATE_GOLDEN=1 and review the diff"
+
+
+def test_a_nodes_recorded_state_is_what_its_golden_file_claims() -> None:
+    """Recorded on containerd: shop/web-0's web runs a tag pulled again since (stale);
+    billing/web-0 has a container of the same name, not stale; one image is unused."""
+    parts = cri_parts()
+    snap, disk = parts.engine.snapshot, parts.disk.snapshot
+    assert snap is not None and disk is not None
+    by_pod = {(c.namespace, c.pod, c.name): c for c in snap.containers}
+    assert set(by_pod) == {("billing", "web-0", "web"), ("shop", "web-0", "sidecar"),
+                           ("shop", "web-0", "web")}
+    web = by_pod[("shop", "web-0", "web")]
+    assert web.image == "127.0.0.1:5000/shop/web:1.25" and web.stale
+    assert not by_pod[("billing", "web-0", "web")].stale
+    assert snap.engine == "containerd" and snap.api_version == "v1"
+    assert disk.by_kind() == {} and disk.image_filesystems[0].used_bytes == 2093056
+    unused = [i for i in snap.images if i.containers == 0]
+    assert disk.images_unused_bytes == sum(i.size for i in unused) and len(unused) == 3
 
 
 def test_recorded_state_is_what_the_golden_file_claims() -> None:

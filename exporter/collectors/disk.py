@@ -1,5 +1,7 @@
 """Disk usage as ``docker system df`` reports it, one series per kind (on Podman, as
-``podman system df`` does: no build_cache series there, Podman has none).
+``podman system df`` does: no build_cache series there, Podman has none). A Kubernetes node
+(CRI) has no such rows: it gets the kubelet's view instead, its image filesystems and what
+the kubelet's image garbage collection could delete.
 
 Sample output::
 
@@ -10,6 +12,13 @@ Sample output::
     docker_disk_reclaimable_bytes{kind="images"} 0.0
     docker_disk_objects{kind="volumes"} 2.0
     docker_disk_active_objects{kind="build_cache"} 0.0
+
+On a CRI node::
+
+    docker_image_filesystem_used_bytes{mountpoint="/var/lib/containerd/io.contai..."} 2.0e+06
+    docker_image_filesystem_capacity_bytes{mountpoint="/var/lib/containerd/io.c..."} 1.0e+11
+    docker_image_filesystem_inodes_used{mountpoint="/var/lib/containerd/io.conta..."} 18.0
+    docker_image_filesystem_reclaimable_bytes 1.028583e+06
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ class DiskCollector(SnapshotCollector):
         snap = self.source.snapshot
         if snap is None:
             return
-        note = cached(self.source.interval, "/system/df")
+        note = cached(self.source.interval, "/system/df" if snap.by_kind() else "ImageFsInfo")
         families = {
             "usage": GaugeMetricFamily(
                 "docker_disk_usage_bytes",
@@ -49,3 +58,31 @@ class DiskCollector(SnapshotCollector):
             families["objects"].add_metric([kind], usage.total)
             families["active"].add_metric([kind], usage.active)
         yield from families.values()
+        if snap.images_unused_bytes is None and not snap.image_filesystems:
+            return
+        used = GaugeMetricFamily(
+            "docker_image_filesystem_used_bytes",
+            "Bytes used on the filesystem that holds the runtime's images, as CRI's "
+            "ImageFsInfo reports it to the kubelet (CRI nodes only)." + note,
+            labels=["mountpoint"])
+        capacity = GaugeMetricFamily(
+            "docker_image_filesystem_capacity_bytes",
+            "Size of that filesystem (statvfs), where the exporter sees its mountpoint "
+            "(CRI nodes only)." + note, labels=["mountpoint"])
+        inodes = GaugeMetricFamily(
+            "docker_image_filesystem_inodes_used",
+            "Inodes used on that filesystem, as ImageFsInfo reports them (CRI nodes only)."
+            + note, labels=["mountpoint"])
+        for fs in snap.image_filesystems:
+            used.add_metric([fs.mountpoint], fs.used_bytes)
+            if fs.capacity_bytes is not None:
+                capacity.add_metric([fs.mountpoint], fs.capacity_bytes)
+            if fs.inodes_used is not None:
+                inodes.add_metric([fs.mountpoint], fs.inodes_used)
+        yield from (used, capacity, inodes)
+        if snap.images_unused_bytes is not None:
+            yield GaugeMetricFamily(
+                "docker_image_filesystem_reclaimable_bytes",
+                "Bytes of the images no container uses and the runtime has not pinned: what "
+                "the kubelet's image garbage collection may delete, at CRI's image sizes "
+                "(CRI nodes only)." + note, value=snap.images_unused_bytes)

@@ -38,7 +38,16 @@ class ExporterCollector:
         if self.engine is not None:  # the fleet's central checker reads no engine
             yield GaugeMetricFamily(
                 "docker_up", "1 when the last read of images and containers from the Docker "
-                "Engine succeeded, else 0.", value=1 if self.engine.status.success else 0)
+                "Engine, Podman or the CRI runtime succeeded, else 0.",
+                value=1 if self.engine.status.success else 0)
+            snap = self.engine.snapshot
+            if snap is not None:
+                info = GaugeMetricFamily(
+                    "docker_engine_info", "The engine this exporter reads: docker, podman, or "
+                    "a Kubernetes node's CRI runtime (containerd); always 1.",
+                    labels=["engine", "version", "api_version"])
+                info.add_metric([snap.engine, snap.engine_version, snap.api_version], 1)
+                yield info
         build = GaugeMetricFamily(
             "docker_exporter_build_info", "The exporter's version; always 1.", labels=["version"])
         build.add_metric([__version__], 1)

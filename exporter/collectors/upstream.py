@@ -100,7 +100,7 @@ class UpstreamCollector(SnapshotCollector):
             "1 when the container does not run what the registry now serves for its tag "
             "(the tag drifted, or the container runs an older pull), else 0; like "
             "docker_image_upstream_drift, kept from the last deciding check while checks "
-            "cannot decide." + note, labels=["container", "image"])
+            "cannot decide." + note, labels=["container", "image", "namespace", "pod"])
         engine = self.engine.snapshot
         images = {i.id: i for i in engine.images} if engine else {}
         for c in engine.containers if engine else ():
@@ -109,7 +109,7 @@ class UpstreamCollector(SnapshotCollector):
                 continue
             value = container_state(s, images, c)
             if value is not None:
-                containers.add_metric([c.name, c.image], value)
+                containers.add_metric([c.name, c.image, c.namespace, c.pod], value)
         yield containers
 
         yield from registry_families(snap)

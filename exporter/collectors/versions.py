@@ -51,7 +51,8 @@ class VersionsCollector(SnapshotCollector):
             "docker_container_newer_version_available",
             "1 when a newer version of the container's tag exists under the rules in force "
             "for it (its labels docker-hygiene.versions.*), else 0." + note,
-            labels=["container", "image"])
-        for name, image, available in snap.containers:
-            containers.add_metric([name, image], 1 if available else 0)
+            labels=["container", "image", "namespace", "pod"])
+        for name, image, available, *pod in snap.containers:
+            namespace, pod_name = (*pod, "", "")[:2]
+            containers.add_metric([name, image, namespace, pod_name], 1 if available else 0)
         yield containers

@@ -165,6 +165,7 @@ class Engine:
         self.timeout = timeout
         self._api: docker.APIClient | None = None
         self.platform = ""  # the daemon's os/architecture, from GET /version
+        self.server_version = ""  # the daemon's Version, from GET /version
         self._podman: bool | None = None
         self._containerd: bool | None = None
 
@@ -209,6 +210,7 @@ class Engine:
                 api.close()
                 api = docker.APIClient(version=version, timeout=self.timeout, **kwargs)
             self._podman = is_podman(found)
+            self.server_version = str(found.get("Version") or "")
             arch = str(found.get("Arch") or "")
             self.platform = f"{found.get('Os') or 'linux'}/{_ARCH.get(arch, arch)}" if arch \
                 else ""

@@ -155,6 +155,7 @@ def build_engine_snapshot(
     pulled_from: Mapping[str, Collection[str] | None] | None = None,
     seen_pulled: Collection[str] = (),
     familiar: Callable[[str], str] = reference.familiar,
+    engine: tuple[str, str] = ("docker", ""),
 ) -> EngineSnapshot:
     """Join images and containers into a snapshot and decide which containers are stale.
 
@@ -221,7 +222,7 @@ def build_engine_snapshot(
 
     out_images.sort(key=lambda i: i.id)
     out_containers.sort(key=lambda c: c.name)
-    return EngineSnapshot(tuple(out_images), tuple(out_containers), api_version)
+    return EngineSnapshot(tuple(out_images), tuple(out_containers), api_version, *engine)
 
 
 class EngineReader:
@@ -280,7 +281,7 @@ class EngineReader:
                   sorted(({k: v for k, v in c.items() if k != "Status"} for c in containers),
                          key=_by_id),
                   pulls, seen_pulled, store, podman, self.engine.api_version,
-                  self.engine.platform)
+                  self.engine.platform, self.engine.server_version)
         if self._last is not None and self._last[0] == inputs:
             # Nothing the snapshot is made of changed (the tags seen neither: they follow
             # from the same tags, IDs and pull times): most reads of a quiet host. Measured
@@ -342,7 +343,8 @@ class EngineReader:
         snapshot = build_engine_snapshot(
             images, containers, times, config_image,
             self.engine.api_version, self.engine.platform, store,
-            {k[0]: v[1] for k, v in tag_times.items()}, seen_pulled, self._familiar)
+            {k[0]: v[1] for k, v in tag_times.items()}, seen_pulled, self._familiar,
+            ("podman" if podman else "docker", self.engine.server_version))
         self._familiar.next_read()
         # A read with a failed inspect is not kept: the next one asks again.
         self._last = None if failed else (inputs, snapshot)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import threading
 import time
@@ -676,9 +677,15 @@ def make_source(config: Config, engine_source: Source[EngineSnapshot],
 
     store = store or StateStore(config.state_path or default_path())
     central = config.upstream_mode == "central"
-    engine = None if central else Engine(config.docker_host, config.docker_timeout)
+    cri = bool(config.cri_endpoint)
+    engine = None if central or cri else Engine(config.docker_host, config.docker_timeout)
+    # A CRI node has no /info: its platform is this machine's, its image IDs are config
+    # digests as on the classic store, and plain-HTTP registries are the configured ones.
+    machine = os.uname().machine
     facts = EngineFacts(engine, config.upstream_interval, config.upstream_insecure_registries,
-                        config.upstream_platform)
+                        config.upstream_platform or (
+                            f"linux/{_ARCH.get(machine, machine)}" if cri else ""),
+                        provenance.CLASSIC if cri else "")
     creds = CredentialStore(dict(config.registries),
                             config.docker_config or default_docker_config())
     policy = policy or request_policy(config)

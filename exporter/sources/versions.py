@@ -24,7 +24,7 @@ from exporter.decisions.versions import Version, newer, parse, rule_for
 from exporter.locks import KeyedLocks
 from exporter.registry.manifest import Platform, RegistryError
 from exporter.registry.policy import BLOCKING, MAX_BACKOFF
-from exporter.snapshots import EngineSnapshot, ImageVersions, VersionsSnapshot
+from exporter.snapshots import Container, EngineSnapshot, ImageVersions, VersionsSnapshot
 from exporter.sources.hub import HubAPI, HubError, UpstreamTag
 from exporter.sources.loop import Problems, Source, SourceError
 from exporter.sources.upstream import MIN_BACKOFF, TICK, Upstream, local_digests, local_tags
@@ -95,13 +95,14 @@ class VersionChecker:
         return out
 
     def rules(self, snapshot: EngineSnapshot, locals_: list[_Local]
-              ) -> tuple[dict[str, VersionRule], list[tuple[str, str, VersionRule]]]:
+              ) -> tuple[dict[str, VersionRule], list[tuple[Container, VersionRule]]]:
         """The configured rule per local tag, and per container that rule with the
         container's own ``docker-hygiene.versions.*`` labels applied."""
         rules, pin = self.config.versions_rules, self.config.versions_pin
         per_image = {x.image: rule_for(x.image, rules, pin) for x in locals_}
-        per_container = [(c.name, c.image, per_image[c.image].merged(dict(c.version_labels)))
-                         for c in sorted(snapshot.containers, key=lambda c: c.name)
+        per_container = [(c, per_image[c.image].merged(dict(c.version_labels)))
+                         for c in sorted(snapshot.containers,
+                                         key=lambda c: (c.namespace, c.pod, c.name))
                          if c.image in per_image]
         return per_image, per_container
 
@@ -120,8 +121,8 @@ class VersionChecker:
         for x in locals_:
             wanted[(x.image, per_image[x.image])] = x
         by_image = {x.image: x for x in locals_}
-        for _, image, rule in per_container:
-            wanted.setdefault((image, rule), by_image[image])
+        for c, rule in per_container:
+            wanted.setdefault((c.image, rule), by_image[c.image])
         keys = list(wanted)
         results = list(self._pool.map(
             lambda k: self._evaluate(wanted[k], k[1], listings[(wanted[k].ref.domain,
@@ -138,8 +139,9 @@ class VersionChecker:
         images = tuple(fresh[(x.image, per_image[x.image])] for x in
                        sorted(locals_, key=lambda x: x.image)
                        if (x.image, per_image[x.image]) in fresh)
-        containers = tuple((name, image, bool(fresh[(image, rule)].latest))
-                           for name, image, rule in per_container if (image, rule) in fresh)
+        containers = tuple((c.name, c.image, bool(fresh[(c.image, rule)].latest),
+                            *((c.namespace, c.pod) if c.pod else ()))
+                           for c, rule in per_container if (c.image, rule) in fresh)
         snapshot = VersionsSnapshot(images, containers)
         if snapshot == self._published:
             snapshot = self._published  # the same object while nothing changed: caches keep

@@ -1,0 +1,157 @@
+"""A Kubernetes node: the exporter pointed at a real containerd through CRI (--cri.endpoint),
+with real host-network pods run the way the kubelet runs them, images in a real registry.
+
+What a containerd node must show, end to end: its pods' containers with namespace and pod,
+a pod on a re-pulled tag stale, an upstream push as drift, image ages, the image
+filesystem as ImageFsInfo says it, and pulls counted one per pull.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.timestamps import parse_timestamp
+from tests.containerd import Containerd, config_digest, cri, push_busybox
+from tests.services import Metrics, Registry
+
+FAST = ("--upstream.interval", "2s", "--collector.engine.interval", "1s",
+        "--versions.enabled", "false", "--events.enabled", "false")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Iterator[Containerd]:
+    daemon = Containerd(Path(tmp_path_factory.mktemp("containerd", numbered=True)),
+                        registry.address)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def _args(node: Containerd, *more: str) -> tuple[str, ...]:
+    return ("--cri.endpoint", node.endpoint, *FAST, "--upstream.insecure-registries",
+            node.registry, "--upstream.include", f"^{node.registry}/node/", *more)
+
+
+def _container(m: Metrics, name: str, **labels: str) -> dict[str, str]:
+    found = m.select("docker_container_info", container=name, **labels)
+    assert len(found) == 1, found
+    return found[0][0]
+
+
+def test_a_pod_on_a_re_pulled_tag_is_stale_with_its_namespace_and_pod(
+        node: Containerd, exporter_factory) -> None:
+    reg = node.registry
+    web, api = f"{reg}/node/web:1", f"{reg}/node/api:1"
+    push_busybox(reg, "node/web", "1", "2025-01-01T00:00:00Z", "web one")
+    push_busybox(reg, "node/api", "1", "2025-03-01T12:00:00Z", "api one")
+    shop = node.run_pod("shop", "web-0", {"web": web, "sidecar": api})
+    other = node.run_pod("billing", "web-0", {"web": api})  # same pod and container names
+    try:
+        exp = exporter_factory(*_args(node))
+        m = exp.wait_metrics(lambda m: m.get("docker_container_image_stale", container="web",
+                                             namespace="shop", pod="web-0") == 0
+                             and m.get("docker_image_upstream_drift", image=web) == 0,
+                             what="the shop pod's web container, checked upstream")
+        info = _container(m, "web", namespace="shop", pod="web-0")
+        assert info["image"] == web and info["state"] == "running"
+        assert info["image_id"] == config_digest(reg, "node/web", "1")
+        assert _container(m, "web", namespace="billing", pod="web-0")["image"] == api
+        assert _container(m, "sidecar", namespace="shop", pod="web-0")["image"] == api
+        engine = m.select("docker_engine_info")
+        assert [(lb["engine"], lb["api_version"]) for lb, _ in engine] == [("containerd", "v1")]
+        assert engine[0][0]["version"].startswith("1.6")
+        # Image ages: the build time in the image's config.
+        assert m.get("docker_image_created_timestamp_seconds",
+                     id=config_digest(reg, "node/api", "1")) == \
+            parse_timestamp("2025-03-01T12:00:00Z")
+
+        # The tag moves on and the node pulls it again (a new pod, imagePullPolicy Always):
+        # the running container still runs the old image, so it is stale, named by its pod.
+        push_busybox(reg, "node/web", "1", "2025-02-01T00:00:00Z", "web two")
+        node.pull(web)
+        m = exp.wait_metrics(lambda m: m.get("docker_container_image_stale", container="web",
+                                             namespace="shop", pod="web-0") == 1,
+                             what="the shop pod's web container stale")
+        assert m.get("docker_container_image_stale", container="web", namespace="billing",
+                     pod="web-0") == 0
+        # Once checked again: the tag is current, and the container runs what it replaced.
+        m = exp.wait_metrics(lambda m: m.get("docker_container_upstream_drift", container="web",
+                                             namespace="shop", pod="web-0", image=web) == 1,
+                             what="the stale container drifted from its tag")
+        assert m.get("docker_image_upstream_drift", image=web) == 0
+
+        # Pushed upstream, not pulled: the tag drifted, and so do its containers.
+        push_busybox(reg, "node/api", "1", "2025-04-01T00:00:00Z", "api two")
+        m = exp.wait_metrics(lambda m: m.get("docker_image_upstream_drift", image=api) == 1,
+                             what=f"{api} drifted")
+        for namespace, name in (("shop", "sidecar"), ("billing", "web")):
+            assert m.get("docker_container_upstream_drift", container=name, image=api,
+                         namespace=namespace, pod="web-0") == 1
+            assert m.get("docker_container_image_stale", container=name,
+                         namespace=namespace, pod="web-0") == 0
+    finally:
+        node.remove_pod(shop)
+        node.remove_pod(other)
+
+
+def test_the_image_filesystem_is_what_image_fs_info_says(node: Containerd,
+                                                         exporter_factory) -> None:
+    reg = node.registry
+    push_busybox(reg, "node/unused", "7", "2024-06-01T00:00:00Z", "unused")
+    node.pull(f"{reg}/node/unused:7")
+    pod = node.run_pod("disk", "user-0", {"app": f"{reg}/node/web:1"})
+    try:
+        exp = exporter_factory(*_args(node))
+        # containerd refreshes ImageFsInfo once a second here: wait for a figure that no
+        # longer moves, then compare the exporter's with containerd's own.
+        def settled(m: Metrics) -> bool:
+            found = m.select("docker_image_filesystem_used_bytes")
+            return len(found) == 1 and found[0][1] > 0 and found[0][1] == node.image_fs_used()
+        m = exp.wait_metrics(settled, what="the image filesystem's used bytes")
+        (labels, used), = m.select("docker_image_filesystem_used_bytes")
+        fs = node.images.ImageFsInfo(cri.ImageFsInfoRequest()).image_filesystems[0]
+        assert labels["mountpoint"] == fs.fs_id.mountpoint
+        assert used == fs.used_bytes.value
+        assert m.get("docker_image_filesystem_inodes_used",
+                     mountpoint=fs.fs_id.mountpoint) == fs.inodes_used.value
+        capacity = m.get("docker_image_filesystem_capacity_bytes",
+                         mountpoint=fs.fs_id.mountpoint)
+        assert capacity is not None and capacity > used
+        # What the kubelet's image GC could delete: every image no container runs (the
+        # unused one, the pause image, the web images other pods ran), at CRI's sizes.
+        images = node.images.ListImages(cri.ListImagesRequest()).images
+        running = {c.image_ref for c in node.runtime.ListContainers(
+            cri.ListContainersRequest()).containers}
+        expected = sum(i.size for i in images if i.id not in running)
+        unused = node.image_id(f"{reg}/node/unused:7")
+        assert unused not in running and expected >= next(i.size for i in images
+                                                          if i.id == unused)
+        m = exp.wait_metrics(lambda m: m.get("docker_image_filesystem_reclaimable_bytes")
+                             == expected, what="reclaimable bytes")
+        # Not docker system df: no such rows on a node.
+        assert not m.select("docker_disk_usage_bytes")
+    finally:
+        node.remove_pod(pod)
+
+
+def test_a_dead_runtime_shows_as_down_and_recovers(node: Containerd, exporter_factory,
+                                                   tmp_path: Path) -> None:
+    """The socket goes away: docker_up 0 and the engine collector failing, the last
+    snapshot kept; back, and it reads again. No loop dies."""
+    exp = exporter_factory(*_args(node))
+    exp.wait_metrics(lambda m: m.get("docker_up") == 1, what="up")
+    node.stop_daemon()
+    m = exp.wait_metrics(lambda m: m.get("docker_up") == 0, what="down")
+    assert m.get("docker_exporter_collector_alive", collector="engine") == 1
+    assert (m.get("docker_exporter_collector_failures_total", collector="engine") or 0) > 0
+    assert m.select("docker_image_info")  # the last good snapshot stays
+    node.start_daemon()
+    started = time.time()
+    exp.wait_metrics(lambda m: m.get("docker_up") == 1, timeout=60, what="up again")
+    assert time.time() - started < 60
