@@ -16,10 +16,11 @@ import pytest
 
 from exporter.timestamps import parse_timestamp
 from tests.containerd import Containerd, config_digest, cri, push_busybox
+from tests.registries import put_cosign_signature
 from tests.services import Metrics, Registry
 
 FAST = ("--upstream.interval", "2s", "--collector.engine.interval", "1s",
-        "--versions.enabled", "false", "--events.enabled", "false")
+        "--events.enabled", "false")
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,10 @@ def node(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Iterat
         daemon.stop()
 
 
-def _args(node: Containerd, *more: str) -> tuple[str, ...]:
+def _args(node: Containerd, *more: str, versions: bool = False) -> tuple[str, ...]:
     return ("--cri.endpoint", node.endpoint, *FAST, "--upstream.insecure-registries",
-            node.registry, "--upstream.include", f"^{node.registry}/node/", *more)
+            node.registry, "--upstream.include", f"^{node.registry}/node/",
+            "--versions.enabled", str(versions).lower(), *more)
 
 
 def _container(m: Metrics, name: str, **labels: str) -> dict[str, str]:
@@ -155,3 +157,115 @@ def test_a_dead_runtime_shows_as_down_and_recovers(node: Containerd, exporter_fa
     started = time.time()
     exp.wait_metrics(lambda m: m.get("docker_up") == 1, timeout=60, what="up again")
     assert time.time() - started < 60
+
+
+def test_newer_versions_and_signatures_for_a_pods_tag(node: Containerd, exporter_factory
+                                                      ) -> None:
+    """Both ask the registry, not the runtime: a pod on 1.2.0 while 1.3.0 is out, and the
+    digest its tag serves signed (cosign's .sig tag)."""
+    reg = node.registry
+    for version, created in (("1.2.0", "2025-05-01T00:00:00Z"),
+                             ("1.3.0", "2025-06-01T00:00:00Z")):
+        push_busybox(reg, "node/versioned", version, created, version)
+    one = f"{reg}/node/versioned:1.2.0"
+    signed = push_busybox(reg, "node/versioned", "1.2.0", "2025-05-01T00:00:00Z", "1.2.0")
+    put_cosign_signature(reg, "node/versioned", signed)
+    pod = node.run_pod("apps", "versioned-0", {"app": one})
+    try:
+        exp = exporter_factory(*_args(node, "--versions.pin", "none", versions=True))
+        m = exp.wait_metrics(lambda m: m.get("docker_image_versions_behind", image=one) == 1
+                             and m.get("docker_image_upstream_signed", image=one) is not None,
+                             what="a newer version and the signature")
+        (labels, _), = m.select("docker_image_newer_version_info", image=one)
+        assert labels["latest"] == "1.3.0"
+        assert m.get("docker_container_newer_version_available", container="app",
+                     namespace="apps", pod="versioned-0", image=one) == 1
+        assert m.get("docker_image_upstream_signed", image=one) == 1
+    finally:
+        node.remove_pod(pod)
+
+
+def test_a_runtime_that_never_answers_costs_one_deadline(tmp_path: Path) -> None:
+    """A socket that accepts and then says nothing (a hung runtime): every call ends at its
+    deadline with the endpoint named, many times over, and nothing is left open."""
+    import os
+    import socket
+    import threading
+
+    from exporter.sources.cri import Cri, CriReader
+    from exporter.sources.loop import SourceError
+
+    path = tmp_path / "hung.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    api = Cri(f"unix://{path}", timeout=0.2)
+    reader = CriReader(api)
+    def open_here() -> int:  # this process's descriptors, not the fake runtime's
+        return len(os.listdir("/proc/self/fd")) - len(held)
+
+    fds = 0
+    try:
+        for n in range(25):
+            if n == 1:  # after gRPC's own (poller, wakeup) came to be
+                fds = open_here()
+            started = time.monotonic()
+            with pytest.raises(SourceError) as failed:
+                reader.read()
+            assert time.monotonic() - started < 1.5
+            assert str(path) in failed.value.cause
+        api.close()
+        assert open_here() <= fds
+    finally:
+        stop.set()
+        api.close()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_an_unchanged_node_gives_the_same_snapshot_and_asks_each_image_once(
+        node: Containerd) -> None:
+    """Build times and container references are asked once per ID; a read that finds
+    everything as before gives the last snapshot itself (nothing re-rendered)."""
+    from exporter.sources.cri import Cri, CriReader
+
+    class Counting(Cri):
+        asked: list[str] = []
+
+        def image_created(self, image_id: str) -> float | None:
+            self.asked.append(image_id)
+            return super().image_created(image_id)
+
+        def container_image_name(self, container_id: str) -> str:
+            self.asked.append(container_id)
+            return super().container_image_name(container_id)
+
+    push_busybox(node.registry, "node/quiet", "1", "2025-01-01T00:00:00Z", "quiet")
+    pod = node.run_pod("quiet", "q-0", {"q": f"{node.registry}/node/quiet:1"})
+    api = Counting(node.endpoint, 10.0)
+    try:
+        reader = CriReader(api)
+        first = reader.read()
+        asked = len(api.asked)
+        assert asked == len(first.images) + len(first.containers)
+        assert reader.read() is first and len(api.asked) == asked
+        node.pull(f"{node.registry}/node/quiet:1")  # the same content again
+        again = reader.read()
+        assert again == first
+        assert len(api.asked) == asked  # nothing new to ask
+    finally:
+        api.close()
+        node.remove_pod(pod)

@@ -309,3 +309,22 @@ def test_promtool_accepts_the_scrape_example(tmp_path: Path, scrape: dict[str, A
         job["static_configs"] = [{"targets": ["10.1.2.3:10221"]}]
     proc = promtool_check(tmp_path, static)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_exporter_accepts_the_manifests_arguments_and_environment(
+        exporter: dict[str, Any], tmp_path: Path) -> None:
+    """`check-config` with the container's args and env: the settings it names exist and
+    their values are valid (a typo in a flag or a variable would fail here)."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_HYGIENE_")}
+    env.update({e["name"]: e["value"] for e in exporter.get("env", [])})
+    empty = tmp_path / "empty.yml"
+    empty.write_text("{}\n")
+    done = subprocess.run([sys.executable, "-m", "exporter", "check-config", str(empty),
+                           *exporter["args"]], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cfg = config.build({}, environ={e["name"]: e["value"] for e in exporter.get("env", [])})
+    assert cfg.state_path == "/var/lib/docker-hygiene-exporter/state.db"
