@@ -9,12 +9,14 @@ involved. Pods use the node's network namespace (no CNI needed) and the kubelet'
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -239,6 +241,18 @@ class Containerd:
     def image_fs_used(self) -> int:
         return sum(f.used_bytes.value for f in self.images.ImageFsInfo(
             cri.ImageFsInfoRequest(), timeout=10).image_filesystems)
+
+    def kill(self) -> None:
+        """SIGKILL the daemon, as a crash would, keeping its root: ``start`` brings it back
+        with the same images."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
 
     def stop(self) -> None:
         if self.channel is not None:

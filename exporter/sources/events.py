@@ -67,6 +67,63 @@ def tag_of(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+class PullCounter:
+    """Pulls per repository, the repositories seen pulled and when each tag was last pulled:
+    the bookkeeping every pull source shares (the engine's event stream, containerd's).
+
+    Repositories are in the engine's short form; past MAX_REPOSITORIES new ones count as
+    "_other", so a host pulling endless names cannot grow the exposition without bound.
+    """
+
+    def __init__(self, store: StateStore | None = None) -> None:
+        # The repositories this host was seen pulling, kept in the state store: where the
+        # engine does not say what was pulled and what built (decisions/provenance.py).
+        self.store = store
+        self._pulled: set[str] = set(store.pulled_repositories()) if store else set()
+        self.pulls: Counter[str] = Counter()
+        # When each tag was last pulled, latest last (up to MAX_REPOSITORIES): a tag that
+        # names a new image ID was pulled then (decisions/tagged.py).
+        self._pulled_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def count(self, repository: str | None, tag: str | None, when: float) -> bool:
+        """Count one pull of ``repository`` (short form; None: not known, nothing counted)
+        and note ``tag`` ("repo:tag", None for a pull by digest) as pulled at ``when``."""
+        with self._lock:
+            if tag is not None:
+                self._pulled_at.pop(tag, None)
+                self._pulled_at[tag] = when
+                if len(self._pulled_at) > MAX_REPOSITORIES:
+                    del self._pulled_at[next(iter(self._pulled_at))]
+            if repository is None:
+                return False
+            if repository not in self.pulls and len(self.pulls) >= MAX_REPOSITORIES:
+                repository = OTHER
+            self.pulls[repository] += 1
+            full = provenance.repository(repository) if repository != OTHER else ""
+            new = bool(full) and full not in self._pulled and \
+                len(self._pulled) < MAX_REPOSITORIES
+            if new:
+                self._pulled.add(full)
+        if new and self.store is not None:
+            self.store.seen_pulling(full, when)
+        return True
+
+    def counts(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return sorted(self.pulls.items())
+
+    def pulled_repositories(self) -> frozenset[str]:
+        """Repositories this host was seen pulling, fully qualified, restarts included."""
+        with self._lock:
+            return frozenset(self._pulled)
+
+    def pull_times(self) -> dict[str, float]:
+        """When each tag was last seen pulled since the exporter started ("repo:tag")."""
+        with self._lock:
+            return dict(self._pulled_at)
+
+
 class EventStream:
     """Counts ``image pull`` events; ``status`` says whether the stream is connected.
 
@@ -80,19 +137,14 @@ class EventStream:
     def __init__(self, host: str, silence: float = 60.0, problems: Problems | None = None,
                  retry: tuple[float, float] = (1.0, MAX_BACKOFF),
                  store: StateStore | None = None) -> None:
-        # The repositories this host was seen pulling, kept in the state store: where the
-        # engine does not say what was pulled and what built (decisions/provenance.py).
+        self.counter = PullCounter(store)
         self.store = store
-        self._pulled: set[str] = set(store.pulled_repositories()) if store else set()
         # A connect or ping that takes longer than the silence allowed is as good as none.
         self.engine = Engine(host, timeout=min(30.0, silence))
         self.silence = silence
         self.retry = retry  # back-off after a failed connect: (first wait, longest wait)
         self.problems = problems or Problems()
-        self.pulls: Counter[str] = Counter()
-        # When each tag was last pulled, latest last (up to MAX_REPOSITORIES): a tag that
-        # names a new image ID was pulled then (decisions/tagged.py).
-        self._pulled_at: dict[str, float] = {}
+        self.pulls = self.counter.pulls
         self._lock = threading.Lock()
         self._connected = False
         self._connect_duration = 0.0
@@ -116,8 +168,8 @@ class EventStream:
                           self._failures_total, alive)
 
     def counts(self) -> list[tuple[str, int]]:
-        with self._lock:
-            return sorted(self.pulls.items())
+        return self.counter.counts()
+
     def handle(self, event: Mapping[str, Any]) -> bool:
         """Count one event unless it was already counted; says whether it counted."""
         if event.get("Type") != "image" or event.get("Action") != "pull":
@@ -127,42 +179,21 @@ class EventStream:
             nano = int(event.get("time", 0) or 0) * 1_000_000_000
         actor = event.get("Actor") if isinstance(event.get("Actor"), Mapping) else {}
         key = (str(actor.get("ID", "")), str(event.get("id", "")))
-        repository = repository_of(event)
         with self._lock:
             if nano < self._last_nano or (nano == self._last_nano and key in self._seen_at_last):
                 return False
             if nano > self._last_nano:
                 self._last_nano, self._seen_at_last = nano, set()
             self._seen_at_last.add(key)
-            tag = tag_of(event)
-            if tag is not None:
-                self._pulled_at.pop(tag, None)
-                self._pulled_at[tag] = nano / 1e9
-                if len(self._pulled_at) > MAX_REPOSITORIES:
-                    del self._pulled_at[next(iter(self._pulled_at))]
-            if repository is None:
-                return False
-            if repository not in self.pulls and len(self.pulls) >= MAX_REPOSITORIES:
-                repository = OTHER
-            self.pulls[repository] += 1
-            full = provenance.repository(repository) if repository != OTHER else ""
-            new = bool(full) and full not in self._pulled and \
-                len(self._pulled) < MAX_REPOSITORIES
-            if new:
-                self._pulled.add(full)
-        if new and self.store is not None:
-            self.store.seen_pulling(full, nano / 1e9)
-        return True
+        return self.counter.count(repository_of(event), tag_of(event), nano / 1e9)
 
     def pulled_repositories(self) -> frozenset[str]:
         """Repositories this host was seen pulling, fully qualified, restarts included."""
-        with self._lock:
-            return frozenset(self._pulled)
+        return self.counter.pulled_repositories()
 
     def pull_times(self) -> dict[str, float]:
         """When each tag was last seen pulled since the exporter started ("repo:tag")."""
-        with self._lock:
-            return dict(self._pulled_at)
+        return self.counter.pull_times()
 
     def _since(self) -> str:
         with self._lock:
