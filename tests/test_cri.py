@@ -19,8 +19,7 @@ from tests.containerd import Containerd, config_digest, cri, push_busybox
 from tests.registries import put_cosign_signature
 from tests.services import Metrics, Registry
 
-FAST = ("--upstream.interval", "2s", "--collector.engine.interval", "1s",
-        "--events.enabled", "false")
+FAST = ("--upstream.interval", "2s", "--collector.engine.interval", "1s")
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +242,9 @@ def test_an_unchanged_node_gives_the_same_snapshot_and_asks_each_image_once(
     from exporter.sources.cri import Cri, CriReader
 
     class Counting(Cri):
-        asked: list[str] = []
+        def __init__(self, endpoint: str, timeout: float) -> None:
+            super().__init__(endpoint, timeout)
+            self.asked: list[str] = []
 
         def image_created(self, image_id: str) -> float | None:
             self.asked.append(image_id)
@@ -269,3 +270,28 @@ def test_an_unchanged_node_gives_the_same_snapshot_and_asks_each_image_once(
     finally:
         api.close()
         node.remove_pod(pod)
+
+
+def test_three_pulls_count_three(node: Containerd, exporter_factory) -> None:
+    """One per CRI pull, whether or not the image changed, under the pod's repository; the
+    pull's time becomes the image's last-tagged time."""
+    reg = node.registry
+    ref = f"{reg}/node/pulled:1"
+    push_busybox(reg, "node/pulled", "1", "2025-01-01T00:00:00Z", "pulled one")
+    exp = exporter_factory(*_args(node))
+    exp.wait_metrics(lambda m: m.get("docker_exporter_collector_success",
+                                     collector="events") == 1, what="the event stream")
+    node.pull(ref)
+    node.pull(ref)  # unchanged
+    push_busybox(reg, "node/pulled", "1", "2025-02-01T00:00:00Z", "pulled two")
+    pulled = time.time()
+    node.pull(ref)  # moved
+    m = exp.wait_metrics(lambda m: m.get("docker_image_pulls_total",
+                                         repository=f"{reg}/node/pulled") == 3,
+                         what="three pulls")
+    assert m.get("docker_image_pulls_total", repository=f"{reg}/node/pulled") == 3
+    image = node.image_id(ref)
+    m = exp.wait_metrics(lambda m: m.get("docker_image_last_tagged_timestamp_seconds",
+                                         id=image) is not None, what="the pull's time")
+    assert m.get("docker_image_last_tagged_timestamp_seconds", id=image) == \
+        pytest.approx(pulled, abs=2)

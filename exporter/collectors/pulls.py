@@ -22,12 +22,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from exporter.collectors import SnapshotCollector, cached
 from exporter.snapshots import HarborSnapshot, HubSnapshot
+from exporter.sources.containerd_events import ContainerdEvents
 from exporter.sources.events import EventStream
 from exporter.sources.loop import Source
 from exporter.sources.webhook import DistributionWebhook
 
 
-def pulls_collectors(events: EventStream | None, hub: Source[HubSnapshot] | None,
+def pulls_collectors(events: EventStream | ContainerdEvents | None, hub: Source[HubSnapshot] | None,
                      webhook: DistributionWebhook | None,
                      harbor: Source[HarborSnapshot] | None) -> list[Any]:
     """One collector per place pulls are counted, in exposition order. The event stream's
@@ -46,7 +47,7 @@ def pulls_collectors(events: EventStream | None, hub: Source[HubSnapshot] | None
 
 
 class HostPullsCollector:
-    def __init__(self, events: EventStream) -> None:
+    def __init__(self, events: EventStream | ContainerdEvents) -> None:
         self.events = events
 
     def describe(self) -> list[Metric]:
