@@ -214,12 +214,16 @@ def targets(name: str, dashboard: dict) -> Iterator[Target]:
 
 
 def substitute(expr: str, job: str = ".+", instance: str = ".+",
-               rate_interval: str = "1m", range_: str = "5m") -> str:
-    """The query Grafana sends, with its variables filled in."""
+               rate_interval: str = "1m", range_: str = "5m", namespace: str = ".*",
+               pod: str = ".*") -> str:
+    """The query Grafana sends, with its variables filled in (namespace and pod as their
+    "All", .*, which matches a Docker host's containers: they have neither label)."""
     seconds = int(re.fullmatch(r"(\d+)m", range_).group(1)) * 60  # type: ignore[union-attr]
     for var, value in (("$__rate_interval", rate_interval), ("$__range_s", str(seconds)),
                        ("$__range", range_), ("$__interval", "15s"), ("$job", job),
-                       ("$instance", instance), ("${job}", job), ("${instance}", instance)):
+                       ("$instance", instance), ("${job}", job), ("${instance}", instance),
+                       ("$namespace", namespace), ("$pod", pod), ("${namespace}", namespace),
+                       ("${pod}", pod)):
         expr = expr.replace(var, value)
     return expr
 

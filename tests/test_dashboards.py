@@ -40,11 +40,13 @@ REQUIRED_PANELS = {
     "host-overview.json": ["Disk usage by kind", "Reclaimable by kind", "Top images by size",
                            "Oldest images", "Oldest containers", "Dangling images",
                            "Stale containers", "Drifted containers", "Pull rates",
-                           "Newer versions", "Update maturity", "Unsigned images running"],
+                           "Newer versions", "Update maturity", "Unsigned images running",
+                           "Engine", "Image filesystem (containerd nodes)"],
     "fleet.json": ["Hosts wasting most disk", "Images drifted on most hosts",
                    "Longest-drifted running containers", "Longest-stale running containers",
                    "Registry rate-limit budget", "Upstream check failures",
-                   "Newer versions by host", "Update maturity", "Unsigned images running"],
+                   "Newer versions by host", "Update maturity", "Unsigned images running",
+                   "Hosts by engine", "Image filesystem per node (containerd nodes)"],
     "registry-pulls.json": ["Docker Hub pulls", "Registry pulls", "Harbor pulls"],
 }
 # The table that lists what each stale or drift count counts, in the same dashboard.
@@ -84,11 +86,16 @@ AT_ALERT_THRESHOLD = {
         "DockerHygieneRegistryRateLimitLow",
     ("registry-pulls.json", "Registry rate-limit budget", "timeseries", ""):
         "DockerHygieneRegistryRateLimitLow",
+    ("host-overview.json", "Image filesystem use (containerd nodes)", "timeseries", ""):
+        "DockerHygieneImageFilesystemAboveGCThreshold",
+    ("fleet.json", "Image filesystem per node (containerd nodes)", "table", "Use"):
+        "DockerHygieneImageFilesystemAboveGCThreshold",
 }
 # Fields that are no problem by themselves: a neutral colour, never red.
 NEUTRAL = {("host-overview.json", "Dangling images", "stat", "A")}
-# Labels the container:* recording rules do not carry (job, instance, container, image and,
-# for newer versions, latest only): a query that reads them would come back empty.
+# Labels the container:* recording rules do not carry (job, instance, namespace, pod,
+# container, image and, for newer versions, latest only): a query that reads them would come
+# back empty.
 NOT_ON_CONTAINER_RULES = {"id", "image_id", "state"}
 
 
@@ -105,6 +112,16 @@ def lint_target(t: Target) -> list[str]:
         for label, var in (("job", "$job"), ("instance", "$instance")):
             if sel.matchers.get(label) != ("=~", var):
                 problems.append(f'{where}: {sel.name or "{}"} lacks {label}=~"{var}"')
+        # Container series carry a Kubernetes pod's namespace and pod on containerd nodes.
+        if sel.name.startswith(("docker_container_", "container:")):
+            for label, var in (("namespace", "$namespace"), ("pod", "$pod")):
+                if sel.matchers.get(label) != ("=~", var):
+                    problems.append(f'{where}: {sel.name} lacks {label}=~"{var}"')
+    for words in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", t.expr):
+        keys = {w.strip() for w in words.split(",")}
+        if "container" in keys and not {"namespace", "pod"} <= keys:
+            problems.append(f"{where}: by/on ({words}) without namespace and pod: containers "
+                            "of different pods would be joined or summed as one")
     if any(sel.name.startswith("container:") for sel in selectors):
         used = {label for sel in selectors if sel.name.startswith("container:")
                 for label in sel.matchers}
@@ -150,6 +167,17 @@ def lint_dashboard(name: str, d: dict[str, Any]) -> list[str]:
                             "${datasource}")
         if var == "instance" and 'job=~"$job"' not in query:
             problems.append(f"{name}: variable instance is not filtered by $job")
+    if any(sel.name.startswith(("docker_container_", "container:"))
+           for t in targets(name, d) for sel in scan(t.expr)[0]):
+        for var in ("namespace", "pod"):
+            v = variables.get(var, {})
+            query = v.get("query", {})
+            query = query.get("query", "") if isinstance(query, dict) else query
+            # All must be .*: a Docker host's containers have no namespace or pod label.
+            if v.get("type") != "query" or f", {var})" not in query \
+                    or (v.get("includeAll"), v.get("allValue")) != (True, ".*"):
+                problems.append(f"{name}: variable {var} is not a label_values query with "
+                                "All as .*")
     ids, cells = set(), set()
     for panel in panels(d):
         title = panel.get("title", "")
@@ -550,7 +578,16 @@ def _target(expr: str, instant: bool = False) -> Target:
     ('container:docker_image_age_seconds{job=~"$job", instance=~"$instance", state="running"}',
      False, "reads ['state']"),
     ('count by (image_id) (container:docker_image_age_seconds{job=~"$job", '
-     'instance=~"$instance"})', False, "reads ['image_id']"),
+     'instance=~"$instance", namespace=~"$namespace", pod=~"$pod"})', False,
+     "reads ['image_id']"),
+    ('docker_container_info{job=~"$job", instance=~"$instance"}', False,
+     'docker_container_info lacks namespace=~"$namespace"'),
+    ('container:docker_image_stale_age_seconds{job=~"$job", instance=~"$instance", '
+     'namespace=~"$namespace"}', False, 'lacks pod=~"$pod"'),
+    ('docker_container_created_timestamp_seconds{job=~"$job", instance=~"$instance", '
+     'namespace=~"$namespace", pod=~"$pod"} * on (job, instance, container) group_right '
+     'docker_container_info{job=~"$job", instance=~"$instance", namespace=~"$namespace", '
+     'pod=~"$pod"}', False, "without namespace and pod"),
 ])
 def test_target_lint_catches(expr: str, instant: bool, problem: str) -> None:
     assert any(problem in p for p in lint_target(_target(expr, instant))), \
@@ -573,6 +610,8 @@ def test_target_lint_accepts_instant_range_and_grouping() -> None:
      "datasource is not the $datasource variable"),
     (lambda d: d["panels"][2].update(gridPos=dict(d["panels"][1]["gridPos"])), "overlaps"),
     (lambda d: d["panels"][2].update(id=d["panels"][1]["id"]), "used twice"),
+    (lambda d: next(v for v in d["templating"]["list"] if v["name"] == "namespace").update(
+        allValue=".+"), "variable namespace is not a label_values query with All as .*"),
 ])
 def test_dashboard_lint_catches(all_dashboards: dict, change: Any, problem: str) -> None:
     broken = copy.deepcopy(all_dashboards["host-overview.json"])
