@@ -13,10 +13,9 @@ this state should trigger must be pending or firing, and others not.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,11 @@ import httpx
 import pytest
 import yaml
 
+from tests.containerd import Containerd, push_busybox
 from tests.images import load_old_image
 from tests.promql import dashboards, rule_files, scan, substitute, targets
 from tests.registries import FaultProxy, access_log, get_manifest, push_variant
-from tests.services import ROOT, Dockerd, ExporterProcess, Prometheus, Registry, wait_for
+from tests.services import Dockerd, ExporterProcess, Prometheus, Registry, wait_for
 from tests.standins import DockerHub, Harbor
 from tests.test_upstream import publish_elsewhere, push_version
 
@@ -50,7 +50,6 @@ DOCKER_DF_PANELS = {
     ("fleet.json", "Disk used by Docker"), ("fleet.json", "Reclaimable"),
     ("fleet.json", "Hosts wasting most disk"), ("fleet.json", "Docker disk per host"),
 }
-CONTAINERD_NODE = ROOT / "tests" / "fixtures" / "containerd-node.prom"
 
 
 def run_container(d: Dockerd, name: str, image: str) -> None:
@@ -308,15 +307,25 @@ class _Exposition(BaseHTTPRequestHandler):
         pass
 
 
-def test_dashboards_on_a_containerd_node(started, tmp_path: Path) -> None:
-    """A Kubernetes node's exporter (containerd, read through CRI), as a fixed exposition of
-    the families such a node exports: its panels have data, container rows and alerts carry
-    the pod's namespace and pod, and no docker system df alert fires for their absence."""
-    handler = type("Handler", (_Exposition,), {"body": CONTAINERD_NODE.read_bytes()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def test_dashboards_on_a_containerd_node(started, tmp_path: Path, registry: Registry,
+                                         exporter_factory) -> None:
+    """The exporter on a Kubernetes node (a real containerd, read through CRI, with real
+    pods): the same dashboards' panels have data, container rows and alerts carry the pod's
+    namespace and pod, and no docker system df panel or alert shows for their absence.
+
+    Two pods of one Deployment run app:1; the tag moved and was pulled again between them,
+    so the older pod's container is stale."""
+    node = started(Containerd(tmp_path / "node", registry.address)).start()
+    ref = f"{registry.address}/k8s/app:1"
+    push_busybox(registry.address, "k8s/app", "1", "2023-01-01T00:00:00Z", "old")
+    node.run_pod("shop", "web-7d9f-abcde", {"app": ref})
+    push_busybox(registry.address, "k8s/app", "1", "2023-06-01T00:00:00Z", "new")
+    node.run_pod("shop", "web-7d9f-fghij", {"app": ref})
+    exp = exporter_factory("--cri.endpoint", node.endpoint, "--collector.engine.interval",
+                           "1s", "--upstream.interval", "2s", "--upstream.insecure-registries",
+                           registry.address, "--versions.enabled", "false")
     try:
-        instance = f"127.0.0.1:{server.server_address[1]}"
+        instance = f"127.0.0.1:{exp.port}"
         prom = started(Prometheus(tmp_path / "prometheus", [instance], rule_files())).start()
         sel = f'job="{JOB}", instance="{instance}"'
         wait_query(prom, f"count_over_time(docker_up{{{sel}}}[1m]) >= 3", "three scrapes")
@@ -352,18 +361,26 @@ def test_dashboards_on_a_containerd_node(started, tmp_path: Path) -> None:
             got = prom.query(substitute(stale, job=JOB, instance=".+", namespace=namespace))
             if len(got) != count:
                 failures.append(f"namespace={namespace!r}: {len(got)} stale rows, not {count}")
+        # The stale pod's alert waits 24 hours after the re-pull (promtool's
+        # alerts/tests/containerd.test.yml shows it firing with namespace and pod); its
+        # recorded age is here. The images were built in 2023: the per-container age and
+        # signature alerts are due, each for one pod's container.
+        age = prom.query(f'container:docker_image_stale_age_seconds{{{sel}}}')
+        if [(r["metric"].get("namespace"), r["metric"].get("pod")) for r in age] != \
+                [("shop", "web-7d9f-abcde")]:
+            failures.append(f"stale age rows: {age}")
+        wait_for(lambda: ("DockerHygieneRunningImageTooOld", "shop", "web-7d9f-fghij")
+                 in {(a["labels"]["alertname"], a["labels"].get("namespace"),
+                      a["labels"].get("pod")) for a in prom.api("alerts")["alerts"]},
+                 60, "a per-pod container alert")
         active = {(a["labels"]["alertname"], a["labels"].get("namespace"),
                    a["labels"].get("pod")) for a in prom.api("alerts")["alerts"]}
-        if ("DockerHygieneContainerImageStale", "shop", "web-7d9f-abcde") not in active:
-            failures.append(f"the stale pod container does not alert: {sorted(active)}")
-        # The fixture's images and containers are old: their age alerts, per pod, are due.
-        # The image filesystem is 90% used, but not for 30 minutes yet.
         container_alerts = {"DockerHygieneContainerImageStale", "DockerHygieneContainerTooOld",
-                            "DockerHygieneRunningImageTooOld"}
+                            "DockerHygieneRunningImageTooOld",
+                            "DockerHygieneUnsignedImageRunning"}
         for alert, namespace, pod in active:
             if alert not in container_alerts or not (namespace and pod):
                 failures.append(f"{alert} is active on a containerd node: {sorted(active)}")
         assert not failures, "\n".join(failures)
     finally:
-        server.shutdown()
-        server.server_close()
+        exp.stop()
