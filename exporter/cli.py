@@ -172,8 +172,10 @@ def serve(cfg: config.Config) -> int:
         log.error("cannot listen on %s: %s", cfg.web_listen_address, exc.strerror or exc)
         return 1
     exporter.start()
-    log.info("listening on %s, metrics at %s, docker host %s, version %s",
-             cfg.web_listen_address, cfg.web_telemetry_path, cfg.docker_host, __version__)
+    log.info("listening on %s, metrics at %s, %s %s, version %s",
+             cfg.web_listen_address, cfg.web_telemetry_path,
+             "CRI endpoint" if cfg.cri_endpoint else "docker host",
+             cfg.cri_endpoint or cfg.docker_host, __version__)
     # The server's loop runs in this thread and returns on the first of these signals.
     signum = server.run((signal.SIGTERM, signal.SIGINT))
     log.info("received %s, shutting down", signal.Signals(signum).name)

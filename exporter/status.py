@@ -124,7 +124,7 @@ def registry_reason(reason: str) -> str:
     return _REGISTRY_REASONS.get(reason, reason.replace("_", " "))
 
 
-def explain(error: str, source: str = "", docker_host: str = "") -> str:
+def explain(error: str, source: str = "", docker_host: str = "", cri: bool = False) -> str:
     """A source's last error as a sentence a person can act on."""
     if not error:
         return ""
@@ -137,8 +137,8 @@ def explain(error: str, source: str = "", docker_host: str = "") -> str:
         if text == "no engine snapshot yet":
             return "waiting for the first successful read of the engine"
         error = text if kind.endswith("Error") else f"{kind}: {text}"
-    engine = f"the Docker Engine at {redact_url(docker_host)}" if docker_host else \
-        "the Docker Engine"
+    kind = "the CRI runtime" if cri else "the Docker Engine"
+    engine = f"{kind} at {redact_url(docker_host)}" if docker_host else kind
     reason, _, detail = error.partition(": ")
     engine_error = _ENGINE_ERROR.match(error)
     if engine_error and source in ("engine", "disk", "events", ""):
@@ -363,6 +363,9 @@ class Status:
     sources: tuple[SourceRow, ...]  # failing first
     drift: Knowledge
     versions: Knowledge
+    # docker, podman, or a Kubernetes node's CRI runtime (containerd) and its version
+    engine: str = "docker"
+    engine_version: str = ""
 
     @property
     def attention(self) -> tuple[ContainerRow, ...]:
@@ -520,11 +523,12 @@ def pulls(host: Iterable[tuple[str, int]] | None = None, host_since: float | Non
     return out
 
 
-def source_row(name: str, status: Any, docker_host: str) -> SourceRow:
+def source_row(name: str, status: Any, docker_host: str, cri: bool = False) -> SourceRow:
     """A row from a source's Status (exporter.sources.loop.Status)."""
     state = "ok" if status.success else ("failing" if status.attempted else "starting")
     return SourceRow(name, state, status.last_success, status.duration, status.error,
-                     explain(status.error, name, docker_host) if state == "failing" else "")
+                     explain(status.error, name, docker_host, cri) if state == "failing"
+                     else "")
 
 
 Rows = tuple[tuple[ContainerRow, ...], tuple[TagRow, ...], tuple[ImageRow, ...]]
@@ -580,13 +584,15 @@ def build(*, docker_host: str, engine: EngineSnapshot | None,
                                                      s.name))),
         drift=drift or Knowledge("none", None),
         versions=versions_knowledge or Knowledge("none", None),
+        engine=engine.engine if engine else "docker",
+        engine_version=engine.engine_version if engine else "",
     )
 
 
 def from_exporter(exporter: Exporter, now: float | None = None) -> Status:
     """The running exporter's status, from the snapshots its collectors render."""
     parts, config = exporter.parts, exporter.config
-    host = config.docker_host
+    host = config.cri_endpoint or config.docker_host
 
     def knowledge(source: Any, what: str, every: str) -> Knowledge:
         if source is None:
@@ -612,7 +618,8 @@ def from_exporter(exporter: Exporter, now: float | None = None) -> Status:
             parts.versions, "newer-version checks",
             f"tag lists are read every {format_duration(config.versions_interval)}"),
         pull_counts=counts,
-        sources=[source_row(s.name, s.status, host) for s in parts.sources], now=now,
+        sources=[source_row(s.name, s.status, host, bool(config.cri_endpoint))
+                 for s in parts.sources], now=now,
         cache=exporter.status_rows)
 
 

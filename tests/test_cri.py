@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from exporter.timestamps import parse_timestamp
@@ -62,6 +63,12 @@ def test_a_pod_on_a_re_pulled_tag_is_stale_with_its_namespace_and_pod(
         info = _container(m, "web", namespace="shop", pod="web-0")
         assert info["image"] == web and info["state"] == "running"
         assert info["image_id"] == config_digest(reg, "node/web", "1")
+        doc = httpx.get(f"{exp.url}/status.json", timeout=10).json()
+        assert (doc["engine"], doc["engine_api"]) == ("containerd", "v1")
+        assert doc["docker_host"] == node.endpoint
+        assert {"shop/web-0/web", "billing/web-0/web", "shop/web-0/sidecar"} <= \
+            {c["name"] for c in doc["containers"]}
+        assert "Kubernetes node, CRI endpoint" in httpx.get(f"{exp.url}/", timeout=10).text
         assert _container(m, "web", namespace="billing", pod="web-0")["image"] == api
         assert _container(m, "sidecar", namespace="shop", pod="web-0")["image"] == api
         engine = m.select("docker_engine_info")
@@ -81,6 +88,8 @@ def test_a_pod_on_a_re_pulled_tag_is_stale_with_its_namespace_and_pod(
                              what="the shop pod's web container stale")
         assert m.get("docker_container_image_stale", container="web", namespace="billing",
                      pod="web-0") == 0
+        attention = httpx.get(f"{exp.url}/", timeout=10).text.split('id="containers"')[1]
+        assert "shop/web-0/web" in attention.split("</section>")[0]
         # Once checked again: the tag is current, and the container runs what it replaced.
         m = exp.wait_metrics(lambda m: m.get("docker_container_upstream_drift", container="web",
                                              namespace="shop", pod="web-0", image=web) == 1,

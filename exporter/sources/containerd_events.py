@@ -128,6 +128,7 @@ class ContainerdEvents:
         self._failures_total = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.started = time.time()  # pulls are counted from here (the status page says so)
 
     @property
     def status(self) -> Status:

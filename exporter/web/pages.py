@@ -211,9 +211,13 @@ def status_page(exporter: Exporter) -> str:
 def render_status(s: Status, navigation: str) -> str:
     now = s.generated
     api = f" (Engine API {e(s.engine_api)})" if s.engine_api else ""
+    host = "Docker host"
+    if s.engine not in ("docker", "podman"):  # a Kubernetes node, read through CRI
+        host = "Kubernetes node, CRI endpoint"
+        api = f" ({e(s.engine)} {e(s.engine_version)}, CRI {e(s.engine_api)})"
     parts = [
         "<h1>Docker hygiene</h1>",
-        f'<p class="muted">Docker host <code>{e(s.docker_host)}</code>{api} · '
+        f'<p class="muted">{host} <code>{e(s.docker_host)}</code>{api} · '
         f"docker-hygiene-exporter {e(s.version)}</p>",
         navigation,
         _banners(s, now),
@@ -404,9 +408,13 @@ def _disk(s: Status, now: float) -> str:
     out.append(table(["Kind", "Objects #", "In use #", "Size #", "Reclaimable #"], (
         [e(r.kind.replace("_", " ")), str(r.objects), str(r.active), human_size(r.size_bytes),
          pct(r.reclaimable_bytes, r.size_bytes)] for r in d.kinds),
-        caption=f"As <code>docker system df</code> reports it, read {when(d.as_of, now)}. "
-                f"{human_size(d.reclaimable_bytes)} of {human_size(d.size_bytes)} could be "
-                "reclaimed by pruning what nothing uses. Most reclaimable first."))
+        caption=(f"The image filesystem as CRI's ImageFsInfo reports it to the kubelet, read "
+                 f"{when(d.as_of, now)}. {human_size(d.reclaimable_bytes)} is held by images "
+                 "no container uses: what the kubelet's image garbage collection may delete."
+                 if any(r.kind == "image_filesystem" for r in d.kinds) else
+                 f"As <code>docker system df</code> reports it, read {when(d.as_of, now)}. "
+                 f"{human_size(d.reclaimable_bytes)} of {human_size(d.size_bytes)} could be "
+                 "reclaimed by pruning what nothing uses. Most reclaimable first.")))
     if d.volumes:
         unused = [v for v in d.volumes if v.containers == 0]
         rows, note = capped(d.volumes, "volumes")
