@@ -54,6 +54,9 @@ class _Drift:
 
 def collect(cfg: Config, check: bool = False) -> Status:
     """Read the engine and /system/df once, and drift from the store or a check cycle."""
+    if cfg.cri_endpoint:
+        raise ReportError("report reads Docker or Podman only; on a Kubernetes node the "
+                          "running exporter's /status.json is the same document")
     host = cfg.docker_host
     started = time.monotonic()
     engine_api = Engine(host, cfg.docker_timeout)

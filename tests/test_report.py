@@ -190,3 +190,11 @@ def test_report_exits_1_naming_the_host_when_the_engine_is_down(tmp_path: Path) 
     assert out.returncode == 1 and out.stderr.count("\n") == 1
     assert out.stderr.startswith(f"docker-hygiene-exporter report: cannot reach the Docker "
                                  f"Engine at {host}: connection refused")
+
+
+def test_report_on_a_kubernetes_node_says_where_to_look() -> None:
+    out = report("--cri.endpoint", "unix:///run/containerd/containerd.sock")
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == ("docker-hygiene-exporter report: report reads Docker or Podman "
+                          "only; on a Kubernetes node the running exporter's /status.json is "
+                          "the same document\n")
