@@ -275,7 +275,7 @@ def test_a_pull_cut_by_a_reconnect_is_not_half_counted() -> None:
     """After a reconnect the event before an ID record may be one from before the gap."""
     source = ContainerdEvents("unix:///nonexistent.sock")
     assert not source.handle(envelope("k8s.io", "/images/create", "reg.io/a:1", MANAGED, 1))
-    source._connected_now(0.0, "test", 0)  # what a (re)connect does
+    source._connected_now(0.0, 0)  # what a (re)connect does
     assert not source.handle(envelope("k8s.io", "/images/create", sha(1), MANAGED, 2))
     assert source.counts() == []
 

@@ -34,12 +34,11 @@ from typing import Any
 
 import grpc
 
-from exporter import backoff, reference
+from exporter import reference
 from exporter.sources import containerd_api as api
-from exporter.sources.events import MAX_BACKOFF, PullCounter
-from exporter.sources.loop import Problems, SourceError, Status
+from exporter.sources.events import MAX_BACKOFF, HeldStream
+from exporter.sources.loop import Problems, SourceError
 from exporter.state import StateStore
-from exporter.values import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ def _read(call: Any, out: queue.Queue[Any]) -> None:
         out.put(_Ended(exc))
 
 
-class ContainerdEvents:
+class ContainerdEvents(HeldStream):
     """Counts CRI image pulls from containerd's event stream; the same interface as
     ``EventStream`` (counts, pulled_repositories, pull_times, status, start, join).
 
@@ -103,52 +102,23 @@ class ContainerdEvents:
     ``containerd.services.events.v1.Events/Subscribe`` (CRI has no event stream of pulls).
     """
 
-    name = "events"
+    what = "containerd event stream"
 
     def __init__(self, endpoint: str, namespace: str = KUBELET_NAMESPACE,
                  silence: float = 60.0, problems: Problems | None = None,
                  retry: tuple[float, float] = (1.0, MAX_BACKOFF),
                  store: StateStore | None = None) -> None:
+        super().__init__(silence, problems, retry, store)
         self.endpoint = f"unix://{endpoint}" if endpoint.startswith("/") else endpoint
         self.namespace = namespace
-        self.silence = silence
         # A call that takes longer than the silence allowed is as good as none.
         self.timeout = min(30.0, silence)
-        self.retry = retry  # back-off after a failed connect: (first wait, longest wait)
-        self.problems = problems or Problems()
-        self.counter = PullCounter(store)
         self._sequences = PullSequences()
-        self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
-        self._connected = False
-        self._connect_duration = 0.0
-        self._last_success: float | None = None
-        self._attempted = False
-        self._error = ""
-        self._failures_total = 0
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.started = time.time()  # pulls are counted from here (the status page says so)
 
-    @property
-    def status(self) -> Status:
-        alive = self._thread is None or self._thread.is_alive()
-        with self._lock:
-            last = time.time() if self._connected else self._last_success
-            return Status(self._attempted, self._connected, self._connect_duration, last,
-                          "" if self._connected else self._error or "disconnected",
-                          self._failures_total, alive)
-
-    def counts(self) -> list[tuple[str, int]]:
-        return self.counter.counts()
-
-    def pulled_repositories(self) -> frozenset[str]:
-        """Repositories this host was seen pulling, fully qualified, restarts included."""
-        return self.counter.pulled_repositories()
-
-    def pull_times(self) -> dict[str, float]:
-        """When each tag was last seen pulled since the exporter started ("repo:tag")."""
-        return self.counter.pull_times()
+    def _connecting(self) -> None:
+        # Events missed while disconnected cannot be read: a half-seen pull is none.
+        self._sequences = PullSequences()
 
     def handle(self, envelope: Any) -> bool:
         """Feed one event envelope; says whether it completed (and counted) a pull."""
@@ -175,25 +145,6 @@ class ContainerdEvents:
             cause = f"{self.endpoint}: {details}"
             raise SourceError(f"containerd does not answer: {cause}", cause) from None
 
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            wait, started = 0.0, time.monotonic()
-            try:
-                self._stream_once(failures)
-                failures = 0  # the stream ended while containerd answers
-                if time.monotonic() - started < 1.0:
-                    wait = 1.0  # a daemon that ends every stream at once is not hammered
-            except Exception as exc:
-                if self._stop.is_set():
-                    break
-                failures += 1
-                self._disconnected(exc, failures)
-                wait = backoff.jittered(backoff.delay(failures, *self.retry))
-            finally:
-                self._close()
-            self._stop.wait(wait)
-
     def _stream_once(self, failures: int) -> None:
         """Subscribe, count events until the stream ends, then make sure containerd still
         answers (raising when it does not); a silent stream is checked every ``silence``."""
@@ -215,7 +166,8 @@ class ContainerdEvents:
             threading.Thread(target=_read, args=(call, envelopes), daemon=True,
                              name="source-events-read").start()
             version = self._ask(channel)
-            self._connected_now(time.monotonic() - started, version, failures)
+            self.what = f"containerd {version} event stream"
+            self._connected_now(time.monotonic() - started, failures)
             while not self._stop.is_set():
                 try:
                     item = envelopes.get(timeout=self.silence)
@@ -234,54 +186,9 @@ class ContainerdEvents:
         if not self._stop.is_set():
             self._ask(channel)
 
-    def _connected_now(self, duration: float, version: str, failures: int) -> None:
-        with self._lock:
-            reconnect = self._connected
-            self._attempted = self._connected = True
-            self._connect_duration = duration
-            self._last_success = time.time()
-            # Events missed while disconnected cannot be read: a half-seen pull is none.
-            self._sequences = PullSequences()
-        self.problems.recovered(self.name)
-        if not reconnect:
-            log.info("containerd %s event stream connected%s", version,
-                     f" again after {failures} failed attempts" if failures else "")
-
-    def _disconnected(self, exc: Exception, failures: int) -> None:
-        expected = isinstance(exc, SourceError)
-        reason = redact_url(str(exc) if expected else f"{type(exc).__name__}: {exc}")
-        cause = redact_url(exc.cause) if isinstance(exc, SourceError) else reason
-        with self._lock:
-            was_connected = self._connected
-            self._connected = False
-            self._attempted = True
-            self._error = reason[:500]
-            self._failures_total += 1
-            if was_connected:
-                self._last_success = time.time()
-        if was_connected or failures == 1:
-            first = self.problems.failing(self.name, cause)
-            if not expected:
-                log.error("containerd event stream failed unexpectedly: %s", reason[:300],
-                          exc_info=exc)
-            elif first:
-                log.warning("containerd event stream disconnected: %s", reason[:300])
-            else:
-                log.info("containerd event stream disconnected: %s", reason[:300])
-
     def _close(self) -> None:
         with self._lock:
             channel, self._channel = self._channel, None
         if channel is not None:
             with contextlib.suppress(Exception):
                 channel.close()
-
-    def start(self, stop: threading.Event) -> None:
-        self._stop = stop
-        self._thread = threading.Thread(target=self._run, name="source-events", daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self._close()  # ends a blocked stream read: the stream's call is the channel's
-        if self._thread:
-            self._thread.join(timeout)

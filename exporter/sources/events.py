@@ -124,27 +124,22 @@ class PullCounter:
             return dict(self._pulled_at)
 
 
-class EventStream:
-    """Counts ``image pull`` events; ``status`` says whether the stream is connected.
-
-    A stream that stays silent for ``silence`` seconds is checked with a ping: an engine that
-    answers gets a new stream at once (asking for what happened since the last event, so
-    nothing is lost), one that does not is reported disconnected and retried with back-off.
-    """
+class HeldStream:
+    """A stream held open on its own thread, for pulls: the reconnect loop with the capped
+    back-off, and the connection state ``status`` reports (a stream is healthy while
+    connected). Subclasses open, read and check the stream in ``_stream_once``, which
+    returns when it ended while the engine answers and raises when the engine does not, and
+    close what it holds in ``_close``."""
 
     name = "events"
+    what = "event stream"  # in logs
 
-    def __init__(self, host: str, silence: float = 60.0, problems: Problems | None = None,
-                 retry: tuple[float, float] = (1.0, MAX_BACKOFF),
-                 store: StateStore | None = None) -> None:
+    def __init__(self, silence: float, problems: Problems | None,
+                 retry: tuple[float, float], store: StateStore | None) -> None:
         self.counter = PullCounter(store)
-        self.store = store
-        # A connect or ping that takes longer than the silence allowed is as good as none.
-        self.engine = Engine(host, timeout=min(30.0, silence))
         self.silence = silence
         self.retry = retry  # back-off after a failed connect: (first wait, longest wait)
         self.problems = problems or Problems()
-        self.pulls = self.counter.pulls
         self._lock = threading.Lock()
         self._connected = False
         self._connect_duration = 0.0
@@ -152,11 +147,9 @@ class EventStream:
         self._attempted = False
         self._error = ""
         self._failures_total = 0
-        self._last_nano = 0
-        self._seen_at_last: set[tuple[str, str]] = set()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.started = time.time()
+        self.started = time.time()  # pulls are counted from here
 
     @property
     def status(self) -> Status:
@@ -169,6 +162,105 @@ class EventStream:
 
     def counts(self) -> list[tuple[str, int]]:
         return self.counter.counts()
+
+    def pulled_repositories(self) -> frozenset[str]:
+        """Repositories this host was seen pulling, fully qualified, restarts included."""
+        return self.counter.pulled_repositories()
+
+    def pull_times(self) -> dict[str, float]:
+        """When each tag was last seen pulled since the exporter started ("repo:tag")."""
+        return self.counter.pull_times()
+
+    def _stream_once(self, failures: int) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Close what the stream holds; also ends a read blocked on it."""
+
+    def _connecting(self) -> None:
+        """Called under the lock as the stream connects (again)."""
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            wait, started = 0.0, time.monotonic()
+            try:
+                self._stream_once(failures)
+                failures = 0  # the stream went silent or ended while the engine answers
+                if time.monotonic() - started < 1.0:
+                    wait = 1.0  # an engine that ends every stream at once is not hammered
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                failures += 1
+                self._disconnected(exc, failures)
+                wait = backoff.jittered(backoff.delay(failures, *self.retry))
+            finally:
+                self._close()
+            self._stop.wait(wait)
+
+    def _connected_now(self, duration: float, failures: int) -> None:
+        with self._lock:
+            reconnect = self._connected
+            self._attempted = self._connected = True
+            self._connect_duration = duration
+            self._last_success = time.time()
+            self._connecting()
+        self.problems.recovered(self.name)
+        if not reconnect:
+            log.info("%s connected%s", self.what,
+                     f" again after {failures} failed attempts" if failures else "")
+
+    def _disconnected(self, exc: Exception, failures: int) -> None:
+        expected = isinstance(exc, SourceError)
+        reason = redact_url(str(exc) if expected else f"{type(exc).__name__}: {exc}")
+        cause = redact_url(exc.cause) if isinstance(exc, SourceError) else reason
+        with self._lock:
+            was_connected = self._connected
+            self._connected = False
+            self._attempted = True
+            self._error = reason[:500]
+            self._failures_total += 1
+            if was_connected:
+                self._last_success = time.time()
+        if was_connected or failures == 1:
+            first = self.problems.failing(self.name, cause)
+            if not expected:
+                log.error("%s failed unexpectedly: %s", self.what, reason[:300], exc_info=exc)
+            elif first:
+                log.warning("%s disconnected: %s", self.what, reason[:300])
+            else:
+                log.info("%s disconnected: %s", self.what, reason[:300])
+
+    def start(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._thread = threading.Thread(target=self._run, name="source-events", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._close()  # unblocks a read that waits for the next event
+        if self._thread:
+            self._thread.join(timeout)
+
+
+class EventStream(HeldStream):
+    """Counts ``image pull`` events; ``status`` says whether the stream is connected.
+
+    A stream that stays silent for ``silence`` seconds is checked with a ping: an engine that
+    answers gets a new stream at once (asking for what happened since the last event, so
+    nothing is lost), one that does not is reported disconnected and retried with back-off.
+    """
+
+    def __init__(self, host: str, silence: float = 60.0, problems: Problems | None = None,
+                 retry: tuple[float, float] = (1.0, MAX_BACKOFF),
+                 store: StateStore | None = None) -> None:
+        super().__init__(silence, problems, retry, store)
+        self.store = store
+        # A connect or ping that takes longer than the silence allowed is as good as none.
+        self.engine = Engine(host, timeout=min(30.0, silence))
+        self.pulls = self.counter.pulls
+        self._last_nano = 0
+        self._seen_at_last: set[tuple[str, str]] = set()
 
     def handle(self, event: Mapping[str, Any]) -> bool:
         """Count one event unless it was already counted; says whether it counted."""
@@ -187,37 +279,13 @@ class EventStream:
             self._seen_at_last.add(key)
         return self.counter.count(repository_of(event), tag_of(event), nano / 1e9)
 
-    def pulled_repositories(self) -> frozenset[str]:
-        """Repositories this host was seen pulling, fully qualified, restarts included."""
-        return self.counter.pulled_repositories()
-
-    def pull_times(self) -> dict[str, float]:
-        """When each tag was last seen pulled since the exporter started ("repo:tag")."""
-        return self.counter.pull_times()
-
     def _since(self) -> str:
         with self._lock:
             nano = self._last_nano or int(self.started * 1_000_000_000)
         return f"{nano // 1_000_000_000}.{nano % 1_000_000_000:09d}"
 
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            wait, started = 0.0, time.monotonic()
-            try:
-                self._stream_once(failures)
-                failures = 0  # the stream went silent or ended while the engine answers
-                if time.monotonic() - started < 1.0:
-                    wait = 1.0  # an engine that ends every stream at once is not hammered
-            except Exception as exc:
-                if self._stop.is_set():
-                    break
-                failures += 1
-                self._disconnected(exc, failures)
-                wait = backoff.jittered(backoff.delay(failures, *self.retry))
-            finally:
-                self.engine.close()
-            self._stop.wait(wait)
+    def _close(self) -> None:
+        self.engine.close()
 
     def _stream_once(self, failures: int) -> None:
         """Connect, count events until the stream goes silent or ends, then make sure the
@@ -226,15 +294,7 @@ class EventStream:
         stream = self.engine.events(self._since(), {"type": ["image"], "event": ["pull"]},
                                     self.silence)
         try:
-            with self._lock:
-                reconnect = self._connected
-                self._attempted = self._connected = True
-                self._connect_duration = time.monotonic() - started
-                self._last_success = time.time()
-            self.problems.recovered(self.name)
-            if not reconnect:
-                log.info("event stream connected%s",
-                         f" again after {failures} failed attempts" if failures else "")
+            self._connected_now(time.monotonic() - started, failures)
             try:
                 for event in stream:
                     if isinstance(event, Mapping):
@@ -252,34 +312,3 @@ class EventStream:
             # On new connections: a pooled one may be as dead as the stream's was.
             self.engine.close()
             self.engine.ping()  # raises EngineError when the engine does not answer
-
-    def _disconnected(self, exc: Exception, failures: int) -> None:
-        expected = isinstance(exc, SourceError)
-        reason = redact_url(str(exc) if expected else f"{type(exc).__name__}: {exc}")
-        cause = redact_url(exc.cause) if isinstance(exc, SourceError) else reason
-        with self._lock:
-            was_connected = self._connected
-            self._connected = False
-            self._attempted = True
-            self._error = reason[:500]
-            self._failures_total += 1
-            if was_connected:
-                self._last_success = time.time()
-        if was_connected or failures == 1:
-            first = self.problems.failing(self.name, cause)
-            if not expected:
-                log.error("event stream failed unexpectedly: %s", reason[:300], exc_info=exc)
-            elif first:
-                log.warning("event stream disconnected: %s", reason[:300])
-            else:
-                log.info("event stream disconnected: %s", reason[:300])
-
-    def start(self, stop: threading.Event) -> None:
-        self._stop = stop
-        self._thread = threading.Thread(target=self._run, name="source-events", daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self.engine.close()  # unblocks a read that waits for the next event
-        if self._thread:
-            self._thread.join(timeout)
