@@ -17,6 +17,8 @@
    nothing changed, start-up to the first complete result, memory (bench/paced.py).
 7. Registry requests beside a baseline commit: CPU per HEAD, the round trips of a moved
    tag at 50 ms, a 1,000-tag cycle at 20 ms against N·L/c (bench/registry_cost.py).
+8. A Kubernetes node read through CRI: a real containerd with 1,000 images, a read's cost
+   first, unchanged and after a pull, the exporter's memory and CPU (bench/cri_node.py).
 
 Section 5, the soak, is bench/soak.py's; every run keeps the sections it does not measure.
 """
@@ -182,7 +184,7 @@ at the registry for one cycle of every exporter.
 {rows}
 """
 
-MEASURED = (1, 2, 3, 4, 6, 7)  # section 5 is bench/soak.py's
+MEASURED = (1, 2, 3, 4, 6, 7, 8)  # section 5 is bench/soak.py's
 
 
 def fleet_rows(hosts: int, tags: int) -> list[str]:
@@ -240,11 +242,15 @@ def main() -> None:
         from bench.registry_cost import section as registry_section
 
         new[7] = registry_section(args.quick)
+    if 8 in wanted:
+        from bench.cri_node import section as cri_section
+
+        new[8] = cri_section(args.quick)
     sections = {**kept, **{n: f"{text.rstrip()}\n\nMeasured on {today}.\n"
                            for n, text in new.items()}}
     text = f"""# Benchmarks
 
-Written by `bench/run.py` (sections 1 to 4, 6 and 7; `--only 6` measures one again) and
+Written by `bench/run.py` (sections 1 to 4 and 6 to 8; `--only 6` measures one again) and
 `bench/soak.py` (section 5) on {os.cpu_count()} cores ({cpu}),
 {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, Python
 {platform.python_version()}, {platform.platform()}. Each figure is measured in the same run as

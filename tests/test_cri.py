@@ -304,3 +304,17 @@ def test_three_pulls_count_three(node: Containerd, exporter_factory) -> None:
                                          id=image) is not None, what="the pull's time")
     assert m.get("docker_image_last_tagged_timestamp_seconds", id=image) == \
         pytest.approx(pulled, abs=2)
+
+
+def test_a_docker_host_does_not_load_grpc() -> None:
+    """gRPC is 20 MB of memory at import: only a CRI node pays for it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import sys, exporter.cli, exporter.app; "
+                           "from exporter.app import Exporter; from exporter import config; "
+                           "Exporter(config.build({'state.path': ':memory:'}, environ={}))"
+                           ".stop(); print(sorted(m for m in sys.modules if 'grpc' in m))"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

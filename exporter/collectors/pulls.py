@@ -16,20 +16,22 @@ Sample output::
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.collectors import SnapshotCollector, cached
 from exporter.snapshots import HarborSnapshot, HubSnapshot
-from exporter.sources.containerd_events import ContainerdEvents
 from exporter.sources.events import EventStream
 from exporter.sources.loop import Source
 from exporter.sources.webhook import DistributionWebhook
 
+if TYPE_CHECKING:  # grpc costs 20 MB of memory: imported only on a CRI node
+    from exporter.sources.containerd_events import ContainerdEvents
 
-def pulls_collectors(events: EventStream | ContainerdEvents | None, hub: Source[HubSnapshot] | None,
-                     webhook: DistributionWebhook | None,
+
+def pulls_collectors(events: EventStream | ContainerdEvents | None,
+                     hub: Source[HubSnapshot] | None, webhook: DistributionWebhook | None,
                      harbor: Source[HarborSnapshot] | None) -> list[Any]:
     """One collector per place pulls are counted, in exposition order. The event stream's
     and the webhook's counts change any time and are built per scrape; Docker Hub's and
