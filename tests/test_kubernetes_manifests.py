@@ -184,7 +184,8 @@ def test_the_state_file_is_on_a_host_path_that_outlives_the_pod(
 
 def test_resources_probes_ports_and_tolerations(pod: dict[str, Any],
                                                 exporter: dict[str, Any]) -> None:
-    assert exporter["resources"]["requests"] == {"cpu": "20m", "memory": "64Mi"}
+    # BENCHMARKS.md section 8: 64 MB of RSS on an empty node, 73 MB with 1,006 images.
+    assert exporter["resources"]["requests"] == {"cpu": "20m", "memory": "80Mi"}
     assert exporter["resources"]["limits"]["memory"] == "128Mi"
     (port,) = exporter["ports"]
     assert port == {"name": "metrics", "containerPort": config.DEFAULT_PORT, "protocol": "TCP"}
