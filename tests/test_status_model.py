@@ -265,7 +265,7 @@ def test_json_twin_shape() -> None:
     assert doc["schema"] == status.SCHEMA
     assert set(doc) == {"schema", "generated", "version", "docker_host", "engine_api",
                         "engine_as_of", "disk", "containers", "tags", "images", "pulls",
-                        "sources", "drift", "versions"}
+                        "sources", "drift", "versions", "engine", "engine_version"}
     assert doc["generated"] == "2026-11-28T03:53:37Z"
     web = doc["containers"][0]
     assert web["name"] == "web" and web["problems"] == ["drifted", "newer_version"]
