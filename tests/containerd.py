@@ -60,13 +60,15 @@ def _busybox_layer() -> tuple[bytes, str]:
     return gzip.compress(data, mtime=0), "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+
+
 def push_busybox(address: str, repository: str, tag: str, created: str,
-                 note: str = "") -> str:
+                 note: str = "", arch: str = HOST_ARCH) -> str:
     """Push a busybox image whose command sleeps; ``note`` (an env value) makes a distinct
     image with the same layer. Its manifest digest; the config digest is the image ID a CRI
     runtime gives it."""
     layer, diff_id = _busybox_layer()
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
     config = json.dumps({
         "architecture": arch, "os": "linux", "created": created,
         "config": {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["sleep 100000"],

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from exporter.timestamps import parse_timestamp
-from tests.containerd import Containerd, config_digest, cri, push_busybox
-from tests.registries import put_cosign_signature
+from tests.containerd import HOST_ARCH, Containerd, config_digest, cri, push_busybox
+from tests.registries import put_cosign_signature, put_index
 from tests.services import Metrics, Registry
 
 FAST = ("--upstream.interval", "2s", "--collector.engine.interval", "1s")
@@ -318,3 +318,71 @@ def test_a_docker_host_does_not_load_grpc() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_another_platform_rebuilt_is_no_drift_and_no_stale_pod(node: Containerd,
+                                                                 exporter_factory) -> None:
+    """The multi-arch false positive other tools report: the tag's index moved because
+    another platform was rebuilt. This node's image is the same, so the tag is
+    platform_unchanged, its pod neither drifted nor stale, before and after the node pulls
+    the new index."""
+    reg = node.registry
+    other = "arm64" if HOST_ARCH != "arm64" else "amd64"
+    ref = f"{reg}/node/multi:1"
+    push_busybox(reg, "node/multi", "own-1", "2025-01-01T00:00:00Z", "own one")
+    push_busybox(reg, "node/multi", "other-1", "2025-01-01T00:00:00Z", "other one", other)
+    put_index(reg, "node/multi", "1", [("own-1", HOST_ARCH), ("other-1", other)])
+    pod = node.run_pod("multi", "m-0", {"app": ref})
+    try:
+        running = node.image_id(ref)
+        assert running == config_digest(reg, "node/multi", "own-1")
+        exp = exporter_factory(*_args(node))
+        exp.wait_metrics(lambda m: m.get("docker_image_upstream_drift", image=ref) == 0,
+                         what="the tag current")
+        push_busybox(reg, "node/multi", "other-2", "2025-02-01T00:00:00Z", "other two", other)
+        put_index(reg, "node/multi", "1", [("own-1", HOST_ARCH), ("other-2", other)])
+
+        def unchanged(m: Metrics) -> bool:
+            return m.get("docker_image_upstream_status", image=ref,
+                         status="platform_unchanged", reason="") == 1
+        m = exp.wait_metrics(unchanged, what="platform_unchanged")
+        assert m.get("docker_image_upstream_drift", image=ref) == 0
+        assert m.get("docker_container_upstream_drift", container="app", image=ref,
+                     namespace="multi", pod="m-0") == 0
+        node.pull(ref)  # the node takes the new index: the same image for its platform
+        pulled = time.time()
+        assert node.image_id(ref) == running
+        m = exp.wait_metrics(lambda m: (m.get("docker_image_upstream_last_check_timestamp_"
+                                              "seconds", image=ref) or 0) > pulled + 1,
+                             what="a check after the pull")
+        assert m.get("docker_container_image_stale", container="app", namespace="multi",
+                     pod="m-0") == 0
+        assert m.get("docker_image_upstream_drift", image=ref) == 0
+        assert m.get("docker_container_upstream_drift", container="app", image=ref,
+                     namespace="multi", pod="m-0") == 0
+    finally:
+        node.remove_pod(pod)
+
+
+def test_two_thousand_failed_reads_leak_nothing(tmp_path: Path) -> None:
+    """A node whose runtime is gone for a long time: every read fails fast with the socket
+    named, and neither descriptors nor threads pile up."""
+    import os
+    import threading
+
+    from exporter.sources.cri import Cri, CriDiskReader, CriReader
+    from exporter.sources.loop import SourceError
+
+    api = Cri(f"unix://{tmp_path / 'gone.sock'}", timeout=1.0)
+    reader, disk = CriReader(api), CriDiskReader(api)
+    try:
+        for n in range(2000):
+            if n == 10:
+                fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+            with pytest.raises(SourceError) as failed:
+                (reader if n % 2 else disk).read()
+            assert "gone.sock" in failed.value.cause
+        assert len(os.listdir("/proc/self/fd")) <= fds
+        assert threading.active_count() <= threads
+    finally:
+        api.close()
