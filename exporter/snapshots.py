@@ -40,6 +40,7 @@ class Image:
     manifests: tuple[ImageManifest, ...] = ()
     # ... and the one this host has for its own platform: what a container of it runs.
     platform_manifest: str = ""
+    pinned: bool = False  # the runtime keeps it from the kubelet's image GC (CRI)
 
     @property
     def dangling(self) -> bool:
@@ -90,6 +91,12 @@ class EngineSnapshot:
     engine: str = "docker"  # one of ENGINES
     engine_version: str = ""
 
+    def gc_reclaimable(self) -> int:
+        """What the kubelet's image GC may delete: the images no container (any state) uses
+        and the runtime has not pinned, at their sizes (a layer two such images share
+        counts twice, as the kubelet counts it)."""
+        return sum(i.size for i in self.images if i.containers == 0 and not i.pinned)
+
 
 @dataclass(frozen=True)
 class KindUsage:
@@ -133,10 +140,9 @@ class DiskSnapshot:
     # What ``docker image prune`` (dangling only) would free: the unique bytes of the dangling
     # images no container uses. None where the answer lists no images (API 1.53+ summaries).
     dangling_unused: int | None = None
-    # A CRI node: its image filesystems, and the bytes of the images no container uses and
-    # the runtime has not pinned (what the kubelet's image garbage collection may delete).
+    # A CRI node: its image filesystems (what the kubelet's image GC may delete of them is
+    # worked out from the images: ``EngineSnapshot.gc_reclaimable``).
     image_filesystems: tuple[ImageFilesystem, ...] = ()
-    images_unused_bytes: int | None = None
 
     def by_kind(self) -> dict[str, KindUsage]:
         """The kinds the engine has."""

@@ -382,14 +382,15 @@ _STATE_RANK = {"running": 0, "restarting": 0, "paused": 1}
 _SOURCE_RANK = {"failing": 0, "starting": 1, "ok": 2}
 
 
-def disk_rows(disk: DiskSnapshot, as_of: float | None) -> Disk:
+def disk_rows(disk: DiskSnapshot, as_of: float | None,
+              engine: EngineSnapshot | None = None) -> Disk:
     order = {k: i for i, k in enumerate(DISK_KINDS)}
     rows = [DiskRow(k, u.total, u.active, u.size, u.reclaimable)
             for k, u in disk.by_kind().items()]
     if disk.image_filesystems:  # a CRI node: the kubelet's view, not docker system df's
         rows.append(DiskRow("image_filesystem", len(disk.image_filesystems), 0,
                             sum(f.used_bytes for f in disk.image_filesystems),
-                            disk.images_unused_bytes or 0))
+                            engine.gc_reclaimable() if engine else 0))
     kinds = sorted(rows, key=lambda r: (-r.reclaimable_bytes, order.get(r.kind, len(order))))
     volumes = sorted((VolumeRow(v.name, v.size, v.containers) for v in disk.volume_items),
                      key=lambda v: (v.containers != 0, -(v.size_bytes or 0), v.name))
@@ -574,7 +575,7 @@ def build(*, docker_host: str, engine: EngineSnapshot | None,
         docker_host=redact_url(docker_host),
         engine_api=engine.api_version if engine else "",
         engine_as_of=engine_as_of,
-        disk=disk_rows(disk, disk_as_of) if disk is not None else None,
+        disk=disk_rows(disk, disk_as_of, engine) if disk is not None else None,
         containers=containers,
         tags=tags,
         images=images,

@@ -137,7 +137,7 @@ def cri_parts() -> Parts:
     disk: Source[DiskSnapshot] = Source("disk", lambda: None, 15.0)
     disk.snapshot = build_cri_disk(
         list(answer("image_fs_info.json", cri.ImageFsInfoResponse()).image_filesystems),
-        images, containers, lambda mountpoint: 100 * 10**9)  # statvfs: made up
+        lambda mountpoint: 100 * 10**9)  # statvfs: made up
     disk.status = Status(True, True, 0.01, 1795838000.0, "")
     return Parts(engine=engine, disk=disk, store=StateStore(None))
 
@@ -170,7 +170,7 @@ def test_a_nodes_recorded_state_is_what_its_golden_file_claims() -> None:
     assert snap.engine == "containerd" and snap.api_version == "v1"
     assert disk.by_kind() == {} and disk.image_filesystems[0].used_bytes == 2093056
     unused = [i for i in snap.images if i.containers == 0]
-    assert disk.images_unused_bytes == sum(i.size for i in unused) and len(unused) == 3
+    assert snap.gc_reclaimable() == sum(i.size for i in unused) and len(unused) == 3
 
 
 def test_recorded_state_is_what_the_golden_file_claims() -> None:

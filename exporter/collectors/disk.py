@@ -1,7 +1,8 @@
 """Disk usage as ``docker system df`` reports it, one series per kind (on Podman, as
 ``podman system df`` does: no build_cache series there, Podman has none). A Kubernetes node
 (CRI) has no such rows: it gets the kubelet's view instead, its image filesystems and what
-the kubelet's image garbage collection could delete.
+the kubelet's image garbage collection could delete (``docker_image_filesystem_reclaimable_
+bytes``, from the images: collectors/images.py).
 
 Sample output::
 
@@ -18,7 +19,6 @@ On a CRI node::
     docker_image_filesystem_used_bytes{mountpoint="/var/lib/containerd/io.contai..."} 2.0e+06
     docker_image_filesystem_capacity_bytes{mountpoint="/var/lib/containerd/io.c..."} 1.0e+11
     docker_image_filesystem_inodes_used{mountpoint="/var/lib/containerd/io.conta..."} 18.0
-    docker_image_filesystem_reclaimable_bytes 1.028583e+06
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class DiskCollector(SnapshotCollector):
             families["objects"].add_metric([kind], usage.total)
             families["active"].add_metric([kind], usage.active)
         yield from families.values()
-        if snap.images_unused_bytes is None and not snap.image_filesystems:
+        if not snap.image_filesystems:
             return
         used = GaugeMetricFamily(
             "docker_image_filesystem_used_bytes",
@@ -80,9 +80,3 @@ class DiskCollector(SnapshotCollector):
             if fs.inodes_used is not None:
                 inodes.add_metric([fs.mountpoint], fs.inodes_used)
         yield from (used, capacity, inodes)
-        if snap.images_unused_bytes is not None:
-            yield GaugeMetricFamily(
-                "docker_image_filesystem_reclaimable_bytes",
-                "Bytes of the images no container uses and the runtime has not pinned: what "
-                "the kubelet's image garbage collection may delete, at CRI's image sizes "
-                "(CRI nodes only)." + note, value=snap.images_unused_bytes)

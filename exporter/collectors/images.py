@@ -110,3 +110,9 @@ class ImagesCollector(SnapshotCollector):
                 "hold layers until it is pruned too. Absent where /system/df gives no "
                 "per-image shared sizes." + cached(self.disk.interval, "/system/df"),
                 value=disk.dangling_unused)
+        if disk is not None and disk.image_filesystems:  # a Kubernetes node (CRI)
+            yield GaugeMetricFamily(
+                "docker_image_filesystem_reclaimable_bytes",
+                "Bytes of the images no container uses and the runtime has not pinned: what "
+                "the kubelet's image garbage collection may delete, at CRI's image sizes "
+                "(CRI nodes only)." + note, value=snap.gc_reclaimable())

@@ -152,16 +152,16 @@ def build_cri_snapshot(images: list[cri.Image], containers: list[cri.Container],
     ``references`` container ID to the reference it was created from; ``runtime`` is
     Version's (name, version, API version)."""
     by_digest = {d: i.id for i in images for d in i.repo_digests}
-    containers = _newest_attempts(containers)
 
     def image_id(c: cri.Container) -> str:
         # image_id where the runtime says it (CRI 1.31+); image_ref is the ID on
         # containerd 1.x and a repo@digest on some runtimes
         return c.image_id or by_digest.get(c.image_ref, c.image_ref)
 
-    uses: dict[str, int] = {}
+    uses: dict[str, int] = {}  # every container counts, a dead attempt too (so the GC does)
     for c in containers:
         uses[image_id(c)] = uses.get(image_id(c), 0) + 1
+    containers = _newest_attempts(containers)
     out_images = []
     for i in images:
         out_images.append(Image(
@@ -171,7 +171,8 @@ def build_cri_snapshot(images: list[cri.Image], containers: list[cri.Container],
             size=max(i.size, 0),
             created=created.get(i.id) or 0.0,
             last_tagged=last_tagged.get(i.id),
-            containers=uses.get(i.id, 0)))
+            containers=uses.get(i.id, 0),
+            pinned=i.pinned))
     by_tag = {tag: i for i in out_images for tag in i.tags}
 
     out_containers = []
@@ -293,26 +294,15 @@ def _capacity(mountpoint: str) -> int | None:
     return st.f_blocks * st.f_frsize
 
 
-def unused_image_bytes(images: list[cri.Image], containers: list[cri.Container]) -> int:
-    """What the kubelet's image GC may delete: images no container (any state) uses and the
-    runtime has not pinned, at their CRI sizes (a layer two images share counts twice, as
-    the kubelet counts it)."""
-    used = {c.image_id for c in containers} | {c.image_ref for c in containers}
-    used |= {i.id for i in images for d in i.repo_digests if d in used}
-    return sum(max(i.size, 0) for i in images if i.id not in used and not i.pinned)
-
-
-def build_cri_disk(filesystems: list[cri.FilesystemUsage], images: list[cri.Image],
-                   containers: list[cri.Container],
+def build_cri_disk(filesystems: list[cri.FilesystemUsage],
                    capacity: Callable[[str], int | None] = _capacity) -> DiskSnapshot:
-    """The kubelet's view of disk: ImageFsInfo, each filesystem's capacity, and what the
-    unused images hold. docker system df's rows stay None: a node has none of them."""
+    """The kubelet's view of disk: ImageFsInfo and each filesystem's capacity. docker
+    system df's rows stay None: a node has none of them."""
     found = tuple(sorted((ImageFilesystem(
         f.fs_id.mountpoint, f.used_bytes.value,
         f.inodes_used.value if f.HasField("inodes_used") else None,
         capacity(f.fs_id.mountpoint)) for f in filesystems), key=lambda f: f.mountpoint))
-    return DiskSnapshot(None, None, None, None, image_filesystems=found,
-                        images_unused_bytes=unused_image_bytes(images, containers))
+    return DiskSnapshot(None, None, None, None, image_filesystems=found)
 
 
 class CriDiskReader:
@@ -320,4 +310,4 @@ class CriDiskReader:
         self.api = api
 
     def read(self) -> DiskSnapshot:
-        return build_cri_disk(self.api.image_fs(), self.api.images(), self.api.containers())
+        return build_cri_disk(self.api.image_fs())
