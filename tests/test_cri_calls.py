@@ -9,6 +9,7 @@ without one refusal, and asks nothing that writes.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
@@ -43,6 +44,7 @@ class Relay(grpc.GenericRpcHandler):
         self.upstream = upstream
         self.asked: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
+        self.stall: set[str] = set()  # methods held past the caller's deadline
         self._lock = threading.Lock()
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -68,6 +70,8 @@ class Relay(grpc.GenericRpcHandler):
         unary = self.upstream.unary_unary(method)
 
         def forward(request: bytes, context: grpc.ServicerContext) -> Any:
+            if method in self.stall:
+                time.sleep((context.time_remaining() or 0) + 0.2)
             try:
                 return unary(request, metadata=context.invocation_metadata(),
                              timeout=context.time_remaining())
@@ -126,3 +130,33 @@ def test_the_exporter_only_reads_from_the_runtime(relayed: tuple[Containerd, Rel
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert relay.refused == {"/runtime.v1.ImageService/RemoveImage": 1}
     assert node.image_id(ref)  # still there
+
+
+def test_a_runtime_that_stalls_costs_one_deadline_a_read(
+        relayed: tuple[Containerd, Relay, str]) -> None:
+    """ImageStatus stalls (a busy runtime): a read of many new images waits for one
+    deadline, not one per image, keeps what it could read, and fills in the build times
+    once the runtime answers again."""
+    from exporter.sources.cri import Cri, CriReader
+
+    node, relay, endpoint = relayed
+    for n in range(6):
+        push_busybox(node.registry, "stall/app", str(n), f"2025-01-0{n + 1}T00:00:00Z", str(n))
+        node.pull(f"{node.registry}/stall/app:{n}")
+    relay.stall.add("/runtime.v1.ImageService/ImageStatus")
+    api = Cri(endpoint, timeout=0.5)
+    try:
+        reader = CriReader(api)
+        started = time.monotonic()
+        first = reader.read()
+        assert time.monotonic() - started < 1.5  # one deadline, not six
+        assert relay.asked["/runtime.v1.ImageService/ImageStatus"] == 1
+        assert len(first.images) == 6 and all(i.created == 0 for i in first.images)
+        relay.stall.clear()
+        again = reader.read()
+        assert again is not first  # a read with failures is not kept
+        assert sorted(i.created for i in again.images) == [
+            1735689600.0 + n * 86400 for n in range(6)]
+        assert reader.read() is again
+    finally:
+        api.close()

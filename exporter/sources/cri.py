@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -48,6 +48,14 @@ IMAGE_NAME = "io.kubernetes.cri.image-name"
 MAX_MESSAGE = 64 << 20  # a ListImages answer of a node with 20,000 images is about 6 MB
 _STATES = {cri.CONTAINER_CREATED: "created", cri.CONTAINER_RUNNING: "running",
            cri.CONTAINER_EXITED: "exited", cri.CONTAINER_UNKNOWN: "unknown"}
+
+
+class CriError(SourceError):
+    """A CRI call failed; ``code`` is gRPC's status name (NOT_FOUND, DEADLINE_EXCEEDED...)."""
+
+    def __init__(self, message: str, cause: str, code: str) -> None:
+        super().__init__(message, cause)
+        self.code = code
 
 
 class Cri:
@@ -78,7 +86,8 @@ class Cri:
             code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
             details = exc.details() if hasattr(exc, "details") else str(exc)
             cause = f"{self.endpoint}: {code}: {details}"
-            raise SourceError(f"{self.endpoint}: {method}: {code}: {details}", cause) from None
+            raise CriError(f"{self.endpoint}: {method}: {code}: {details}", cause,
+                           code) from None
 
     def version(self) -> cri.VersionResponse:
         return self.call("runtime", "Version", cri.VersionRequest())
@@ -208,8 +217,7 @@ class CriReader:
     """
 
     def __init__(self, api: Cri, store: StateStore | None = None,
-                 pull_times: Callable[[], Mapping[str, float]] = dict,
-                 seen_pulled: Callable[[], Collection[str]] = frozenset) -> None:
+                 pull_times: Callable[[], Mapping[str, float]] = dict) -> None:
         self.api = api
         self.store = store
         self.pull_times = pull_times
@@ -240,33 +248,40 @@ class CriReader:
             self._last_read = asked
             return self._last[1]
 
-        failed = False
-        created = {}
+        # One image or container gone since the list costs its own answer for this read;
+        # once the runtime times out or is gone, the remaining ones wait for the next read
+        # instead of each waiting for the deadline.
+        failed, down = False, False
+
+        def ask(what: str, call: Callable[[str], Any], key: str, into: dict[str, Any]) -> None:
+            """``into[key] = call(key)``, unless it fails."""
+            nonlocal failed, down
+            failed = failed or down
+            if down:
+                return
+            try:
+                into[key] = call(key)
+            except CriError as exc:
+                log.debug("cannot read %s of %s: %s", what, key, exc)
+                failed, down = True, exc.code != "NOT_FOUND"
+
         for i in images:
             if i.id not in self._created:
-                try:
-                    self._created[i.id] = self.api.image_created(i.id)
-                except SourceError as exc:  # gone since the list, or the runtime is busy
-                    log.debug("cannot read %s's build time: %s", i.id, exc)
-                    failed = True
-            created[i.id] = self._created.get(i.id)
+                ask("the build time", self.api.image_created, i.id, self._created)
+        created = {i.id: self._created.get(i.id) for i in images}
         self._created = {k: v for k, v in self._created.items() if k in created}
 
-        references = {}
         for c in containers:
-            ref = self._references.get(c.id)
-            if ref is None:
+            if c.id not in self._references:
                 ref = c.image.user_specified_image or (
                     c.image.image if not reference.is_image_id(c.image.image) else "")
-                if not ref:
-                    try:
-                        ref = self.api.container_image_name(c.id)
-                    except SourceError as exc:
-                        log.debug("cannot read %s's image name: %s", c.id, exc)
-                        failed = True
-                        continue
-                self._references[c.id] = ref
-            references[c.id] = ref
+                if ref:
+                    self._references[c.id] = ref
+                else:
+                    ask("the image name", self.api.container_image_name, c.id,
+                        self._references)
+        references = {c.id: self._references[c.id] for c in containers
+                      if c.id in self._references}
         self._references = {k: v for k, v in self._references.items() if k in references}
 
         times: dict[str, float | None] = {}
