@@ -119,14 +119,15 @@ class Exporter:
             if config.events_enabled and not central:
                 events = ContainerdEvents(config.cri_endpoint, config.cri_namespace, silence,
                                           problems, store=store)
-            api, disk_api = (Cri(config.cri_endpoint, config.docker_timeout),
-                             Cri(config.cri_endpoint, config.collector_disk_timeout))
+            # One channel for both loops (gRPC channels are shared safely), every call with
+            # docker.timeout: collector.disk.timeout is for /system/df's walk of every layer.
+            api = Cri(config.cri_endpoint, config.docker_timeout)
             reader: Any = CriReader(api, store,
                                     events.pull_times if events is not None else dict)
             # ImageFsInfo is the runtime's cached figure, not a walk of every layer: it is
             # read as often as the images.
-            disk = Source("disk", CriDiskReader(disk_api).read,
-                          config.collector_engine_interval, disk_api.close, problems)
+            disk = Source("disk", CriDiskReader(api).read, config.collector_engine_interval,
+                          api.close, problems)
         else:
             api = Engine(config.docker_host, config.docker_timeout)
             disk_engine = Engine(config.docker_host, config.collector_disk_timeout)

@@ -255,7 +255,6 @@ class EventStream(HeldStream):
                  retry: tuple[float, float] = (1.0, MAX_BACKOFF),
                  store: StateStore | None = None) -> None:
         super().__init__(silence, problems, retry, store)
-        self.store = store
         # A connect or ping that takes longer than the silence allowed is as good as none.
         self.engine = Engine(host, timeout=min(30.0, silence))
         self.pulls = self.counter.pulls
