@@ -196,3 +196,59 @@ def test_a_tick_publishes_what_is_decided_and_says_checks_are_still_busy(
     finally:
         c.close()
         store.close()
+
+
+def test_the_scheduler_keeps_both_limits_and_a_slow_registry_holds_up_no_other(
+        tmp_path: Path) -> None:
+    """4 checks in flight at most, 2 a registry, round robin: a registry whose checks take
+    50 ms holds its 2 slots and no more, while two fast ones are done long before it; every
+    tag is checked once, on at most 4 threads (a worker goes on with the next check itself,
+    no hand-off a check)."""
+    import threading
+    from collections import Counter
+
+    lock = threading.Lock()
+    running: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+    checked: Counter[str] = Counter()
+    finished: dict[str, float] = {}
+    threads: set[int] = set()
+
+    class Timed(Scripted):
+        def __call__(self, t: Target) -> Outcome:
+            with lock:
+                running[t.registry] += 1
+                running["all"] += 1
+                for key in (t.registry, "all"):
+                    peak[key] = max(peak[key], running[key])
+                threads.add(threading.get_ident())
+            time.sleep(0.05 if t.registry.startswith("slow") else 0.001)
+            with lock:
+                running[t.registry] -= 1
+                running["all"] -= 1
+                checked[t.image] += 1
+                finished[t.registry] = time.monotonic()
+            return Outcome("current", digest="sha256:pulled")
+
+    def tag(registry: str, i: int) -> Target:
+        ref = reference.parse(f"{registry}/app:{i}")
+        return Target(ref.familiar(), ref, "sha256:old", frozenset({"sha256:pulled"}))
+
+    targets = [tag(r, i) for i in range(40) for r in ("fast1.test", "fast2.test")] + \
+        [tag("slow.test", i) for i in range(10)]
+    store = StateStore(str(tmp_path / "state.db"))
+    c = Checks(lambda: targets, Timed(), local_record(store), Counters, 3600.0, 4, 2,
+               forget=store.forget_upstream, flush=store.flush)
+    try:
+        snapshot = c.cycle()
+    finally:
+        c.close()
+        store.close()
+    assert len(snapshot.states) == len(targets) == len(checked)
+    assert set(checked.values()) == {1}
+    assert peak["all"] == 4
+    assert peak["slow.test"] == peak["fast1.test"] == peak["fast2.test"] == 2
+    assert len(threads) <= 4
+    # The slow registry's 10 checks take 5 rounds of 50 ms on its 2 slots; the fast ones,
+    # 80 checks of 1 ms on the other 2 slots, are done in well under that.
+    assert max(finished["fast1.test"], finished["fast2.test"]) < finished["slow.test"] - 0.1

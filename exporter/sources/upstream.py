@@ -467,25 +467,43 @@ class Checks:
         return self.snapshot()
 
     def _dispatch(self) -> None:
-        """Start pending checks, round robin over registries, within both limits. Called with
-        the lock held, from the loop and from each check that ends."""
-        progress = True
-        while progress and len(self._in_flight) < self.concurrency and not self._closed:
-            progress = False
-            for registry in list(self._pending):
-                queue = self._pending[registry]
-                if not queue:
-                    del self._pending[registry]
-                    continue
-                if self._running.get(registry, 0) >= self.per_registry:
-                    continue
-                if len(self._in_flight) >= self.concurrency:
-                    break
-                t = queue.popleft()
-                self._running[registry] = self._running.get(registry, 0) + 1
-                self._in_flight.add(t.image)
-                self._pool.submit(self._run_one, t)
-                progress = True
+        """Start a worker for each pending check both limits admit. Called with the lock
+        held, by the loop; a worker that ends a check takes the next itself."""
+        while (t := self._take()) is not None:
+            self._pool.submit(self._work, t)
+
+    def _take(self) -> Target | None:
+        """The next pending check, round robin over registries, within both limits, marked
+        in flight; None when there is none. Called with the lock held."""
+        if self._closed or len(self._in_flight) >= self.concurrency:
+            return None
+        for registry in list(self._pending):
+            queue = self._pending.pop(registry)
+            if not queue:
+                continue
+            if self._running.get(registry, 0) >= self.per_registry:
+                self._pending[registry] = queue
+                continue
+            t = queue.popleft()
+            if queue:
+                self._pending[registry] = queue  # last in the round now
+            self._running[registry] = self._running.get(registry, 0) + 1
+            self._in_flight.add(t.image)
+            return t
+        return None
+
+    def _work(self, t: Target | None) -> None:
+        """Checks one tag after another while there are some: a worker takes the next check
+        itself, so a check costs no hand-off to another thread and no wake-up of the loop,
+        which is woken when nothing is in flight any more."""
+        while t is not None:
+            self._run_one(t)
+            with self._lock:
+                self._in_flight.discard(t.image)
+                self._running[t.registry] -= 1
+                t = self._take()
+                if not self._in_flight:
+                    self._lock.notify_all()
 
     def _run_one(self, t: Target) -> None:
         try:
@@ -499,12 +517,6 @@ class Checks:
             self._record(t, outcome)
         except Exception:
             log.exception("recording the check of %s failed", t.image)
-        finally:
-            with self._lock:
-                self._in_flight.discard(t.image)
-                self._running[t.registry] -= 1
-                self._dispatch()
-                self._lock.notify_all()
 
     def _record(self, t: Target, outcome: Outcome) -> None:
         now, checked = time.monotonic(), time.time()
