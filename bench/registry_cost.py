@@ -660,7 +660,8 @@ def section(quick: bool, baseline: str = DEFAULT_BASELINE, tags: int = 1000,
                              f"{med(rs, 'cycle', label, 'proxy_cpu_s') / wall * 100:.0f} % |")
     one_ms = {label: med(ours, "cycle", label, "one_head_s") * 1000
               for label in ("next", "added")}
-    cal = m["calibrated"]
+    cal = {k: f"{v * 1000:.2f}" for k, v in m["calibrated"].items()}
+    ell = f"{CYCLE_LATENCY * 1000:.0f}"
     states = ours[0]["cycle"]["next"].get("states", {})
     flag = " --quick" if quick else ""
     auth_text = "bearer-token auth (our token server, in the harness's process)" \
@@ -715,21 +716,25 @@ once for each image's signature; each timed cycle is a new scheduler round the s
 and `DriftCheck`, so every tag is due and costs one HEAD, as in every cycle after the
 first. N·L/c = {n:,} x {CYCLE_LATENCY * 1000:.0f} ms / {c} = {bound:.2f} s.
 
-L is the time a client waits for one answer, as it would be measured from a host
-{CYCLE_LATENCY * 1000:.0f} ms away from a registry of its own. The harness times HEADs
-through the proxy, one after another, from the cheapest client there is (a raw socket, one
-kept connection, the request bytes made beforehand; median of 50), and sets the proxy's
-delay so that one takes {CYCLE_LATENCY * 1000:.0f} ms: {cal['delay_s'] * 1000:.2f} ms,
-with which one took {cal['one_s'] * 1000:.2f} ms. With nothing added one took
-{cal['service_s'] * 1000:.2f} ms: the registry's work and the proxy's two hops, which take
-longer when the processes wake from idle between requests, as they do here, so the delay is
-found by measuring at it. The exporter's own time per request is not taken off: one HEAD
-alone through its client took {one_ms['next']:.1f} ms (median of 25 sequential). The same cycle with
-{CYCLE_LATENCY * 1000:.0f} ms added on top of what the registry takes (one HEAD alone:
-{one_ms['added']:.1f} ms) is beside it. The latency floor is one HEAD's wall time through
-the exporter's client x N / c; the CPU floor is the CPU the worker, the registry and the
-proxy spent per request, x N / {cores} cores: all three share this machine's {cores} cores,
-and the registry's share grows with the requests in flight.
+L is what a client waits for one answer from a registry {ell} ms away. The
+proxy's delay is set so that one HEAD alone takes that long from the cheapest client there
+is (a raw socket on one kept connection, the request bytes made beforehand; the median of
+50 HEADs one after another):
+
+- with nothing added, one HEAD took {cal['service_s']} ms (the registry's work and the
+  proxy's two hops);
+- the delay found is {cal['delay_s']} ms, with which one HEAD took {cal['one_s']} ms. The
+  processes wake from idle between requests slower than they answer back to back, so the
+  delay is found by measuring at it, not by subtracting;
+- the exporter's own time is not taken off: one HEAD alone through its client took
+  {one_ms['next']:.1f} ms (median of 25).
+
+Beside it, the same cycle with {ell} ms added on top of what the registry takes, as this
+section measured before (one HEAD alone through the exporter's client: {one_ms['added']:.1f} ms).
+The latency floor is one HEAD alone through the exporter's client x N / c.
+The CPU floor is the CPU the worker, the registry and the proxy spent per request, x N /
+{cores} cores: all three share this machine's {cores} cores, and the registry's share grows
+with the requests in flight.
 
 | run | latency | requests | wall s | range | / N·L/c | latency floor | CPU floor | target |
 |---|---|---|---|---|---|---|---|---|

@@ -246,15 +246,17 @@ def main() -> None:
         from bench.cri_node import section as cri_section
 
         new[8] = cri_section(args.quick)
-    sections = {**kept, **{n: f"{text.rstrip()}\n\nMeasured on {today}.\n"
+    machine = f"{os.cpu_count()} cores ({cpu})"
+    sections = {**kept, **{n: f"{text.rstrip()}\n\nMeasured on {today}, {machine}.\n"
                            for n, text in new.items()}}
     text = f"""# Benchmarks
 
 Written by `bench/run.py` (sections 1 to 4 and 6 to 8; `--only 6` measures one again) and
-`bench/soak.py` (section 5) on {os.cpu_count()} cores ({cpu}),
+`bench/soak.py` (section 5), last on {machine},
 {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, Python
 {platform.python_version()}, {platform.platform()}. Each figure is measured in the same run as
-its baseline; each section says when it was measured.
+its baseline; each section says when it was measured and on which processor (the machine's
+processor is not the same every day: compare figures within a section, not across them).
 
 """ + "\n".join(sections[n] for n in sorted(sections))
     output.write_text(text)
