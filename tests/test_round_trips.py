@@ -234,3 +234,40 @@ def test_failed_signature_look_up_leaves_the_drift_decided(
     assert m.outcome.created is None
     assert m.decision_rounds <= 3
     assert m.rounds <= 4
+
+
+def test_tags_of_one_image_checked_at_once_look_for_its_signature_once(
+        dockerd: Dockerd, registry: Registry, proxy: FaultProxy, check: DriftCheck) -> None:
+    """Eight tags that name the same index (`1`, `1.2`, `latest`, ...), checked at the same
+    time as the loop's workers check them: one HEAD each, and one signature look-up for
+    the image they share (the referrers tag and cosign's tag once each, not eight times),
+    whose answer every check gets."""
+    from dataclasses import replace
+
+    from exporter import reference
+
+    tag = publish(dockerd, registry, proxy, "hygiene/rt-shared")
+    names = [f"v{i}" for i in range(7)]
+    for name in names:
+        assert put_index(registry.address, tag.name, name,
+                         [("here-1", tag.here), ("other-1", tag.other)]) == tag.old_index
+    put_cosign_signature(registry.address, tag.name, tag.old_index)
+    checks = [tag.target] + [
+        replace(tag.target, image=f"{proxy.address}/{tag.name}:{name}",
+                ref=reference.parse(f"{proxy.address}/{tag.name}:{name}")) for name in names]
+    # The registry is contacted once first (GET /v2/, the referrers API probe on another
+    # image), so that what is counted is what the eight checks ask.
+    proxy.mode, proxy.delay = "delay", 0.2
+    check.client.head_digest(proxy.address, tag.name, "base")
+    proxy.counts.clear()
+    with ThreadPoolExecutor(len(checks)) as pool:
+        outcomes = list(pool.map(check, checks, timeout=60))
+    assert [(o.status, o.signed) for o in outcomes] == [("current", True)] * len(checks)
+    time.sleep(0.4)  # a look-up's other half, still under way when the signature was found
+    path = f"/v2/{tag.name}/manifests"
+    heads = {("HEAD", f"{path}/{t.ref.tag}") for t in checks}
+    assert {k: proxy.counts[k] for k in heads} == dict.fromkeys(heads, 1)
+    look_up = {k: n for k, n in proxy.counts.items() if k not in heads}
+    # Whichever of the referrers API, its tag schema and cosign's tag it asked, once each.
+    assert ("HEAD", f"{path}/{cosign_tag(tag.old_index)}") in look_up, proxy.counts
+    assert set(look_up.values()) == {1}, proxy.counts

@@ -252,6 +252,7 @@ class DriftCheck:
         self.signature_interval = signature_interval
         self.signatures = SignatureFinder(client, content, signature_interval)
         self._signed: dict[str, tuple[bool, float]] = {}  # digest -> (signed, when looked)
+        self._looking: dict[str, Future[bool]] = {}  # digest -> the look-up under way
         self._lock = threading.Lock()
         # Leaf tasks only (a signature request, or a chain of them): a task never waits for
         # another task of this pool, so a full pool delays, never deadlocks.
@@ -283,23 +284,40 @@ class DriftCheck:
 
     def _signature(self, t: Target, digest: str) -> Future[bool] | None:
         """Start looking for a signature of ``digest``, unless one was found, or none was
-        within ``signature_interval``: then None (the answer is known)."""
+        within ``signature_interval``: then None (the answer is known). Tags that name one
+        image are often checked at the same time: they share one look-up."""
         with self._lock:
             known = self._signed.get(digest)
-        if known is not None and (known[0] or time.time() - known[1] <=
-                                  self.signature_interval):
-            return None
-        return self.signatures.start(self._pool, t.registry, t.ref.path, digest)
+            if known is not None and (known[0] or time.time() - known[1] <=
+                                      self.signature_interval):
+                return None
+            pending = self._looking.get(digest)
+            if pending is not None:
+                return pending
+            pending = self._looking[digest] = self.signatures.start(
+                self._pool, t.registry, t.ref.path, digest)
+        pending.add_done_callback(lambda done: self._looked(digest, done))
+        return pending
+
+    def _looked(self, digest: str, done: Future[bool]) -> None:
+        """A look-up ended: what it could tell is kept, in the same step as it stops being
+        the look-up under way, so that no check in between asks again."""
+        signed = None if done.cancelled() or done.exception() is not None else done.result()
+        with self._lock:
+            if self._looking.get(digest) is done:
+                del self._looking[digest]
+            if signed is not None:
+                self._signed[digest] = (signed, time.time())
 
     def _wait(self, t: Target, digest: str, pending: Future[bool] | None) -> bool | None:
-        """Whether ``digest`` is signed: the look-up's answer, kept; None when it could not
-        tell. Every task ends within the request deadlines, so this wait does too."""
+        """Whether ``digest`` is signed: the look-up's answer; None when it could not tell.
+        Every task ends within the request deadlines, so this wait does too."""
         if pending is None:
             with self._lock:
                 known = self._signed.get(digest)
             return known[0] if known is not None else None
         try:
-            signed = pending.result()
+            return pending.result()
         except (RegistryError, CancelledError) as exc:
             # The drift state is decided; what could not be read stays unknown (absent).
             log.info("signature of %s not read: %s", t.image, exc)
@@ -307,9 +325,6 @@ class DriftCheck:
         except Exception:  # a bug in the look-up: said loudly, the decision still stands
             log.exception("looking for a signature of %s failed", t.image)
             return None
-        with self._lock:
-            self._signed[digest] = (signed, time.time())
-        return signed
 
     def _created(self, t: Target, config: str) -> float | None:
         """When upstream's image for this platform was built, from its config blob (read
