@@ -162,9 +162,12 @@ def run(minutes: float, tmp: Path) -> str:
     storm_429 = sum(v for (r, code), v in requests.items() if r == stormy.address and
                     code == "429")
     traces = log.count("Traceback")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), "processor unknown")
     lines = [
         SECTION, "",
-        f"`bench/soak.py --minutes {minutes:g}` on {datetime.date.today()}: {minutes:g} minutes "
+        f"`bench/soak.py --minutes {minutes:g}` on {datetime.date.today()}, {os.cpu_count()} "
+        f"cores ({cpu}): {minutes:g} minutes "
         f"of real time, every interval {6 / scale:g} times shorter than in an hour's run, so the "
         "exporter goes through as many cycles as in an hour. A real dockerd killed and "
         f"restarted every {90 * scale:.0f} s, a real registry gone for {25 * scale:.0f} s every "
