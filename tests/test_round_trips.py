@@ -255,8 +255,8 @@ def test_tags_of_one_image_checked_at_once_look_for_its_signature_once(
     checks = [tag.target] + [
         replace(tag.target, image=f"{proxy.address}/{tag.name}:{name}",
                 ref=reference.parse(f"{proxy.address}/{tag.name}:{name}")) for name in names]
-    # The registry is contacted once first (GET /v2/, the referrers API probe on another
-    # image), so that what is counted is what the eight checks ask.
+    # The registry is contacted once first (GET /v2/), so that what is counted is what the
+    # eight checks ask.
     proxy.mode, proxy.delay = "delay", 0.2
     check.client.head_digest(proxy.address, tag.name, "base")
     proxy.counts.clear()
