@@ -201,9 +201,9 @@ def test_a_tick_publishes_what_is_decided_and_says_checks_are_still_busy(
 def test_the_scheduler_keeps_both_limits_and_a_slow_registry_holds_up_no_other(
         tmp_path: Path) -> None:
     """4 checks in flight at most, 2 a registry, round robin: a registry whose checks take
-    50 ms holds its 2 slots and no more, while two fast ones are done long before it; every
+    50 ms holds no more than its 2 slots, while two fast ones are done long before it; every
     tag is checked once, on at most 4 threads (a worker goes on with the next check itself,
-    no hand-off a check)."""
+    no hand-off a check). Which registry has how many of the 4 at a moment is timing's."""
     import threading
     from collections import Counter
 
@@ -247,7 +247,7 @@ def test_the_scheduler_keeps_both_limits_and_a_slow_registry_holds_up_no_other(
     assert len(snapshot.states) == len(targets) == len(checked)
     assert set(checked.values()) == {1}
     assert peak["all"] == 4
-    assert peak["slow.test"] == peak["fast1.test"] == peak["fast2.test"] == 2
+    assert max(peak[r] for r in ("slow.test", "fast1.test", "fast2.test")) == 2
     assert len(threads) <= 4
     # The slow registry's 10 checks take 5 rounds of 50 ms on its 2 slots; the fast ones,
     # 80 checks of 1 ms on the other 2 slots, are done in well under that.
