@@ -16,9 +16,11 @@ interpreter lock with the other, nor with the harness.
    call a real HEAD); ``time.process_time()`` of the worker around the loop, per HEAD.
 2. A moved multi-arch tag behind 50 ms of added latency: requests and sequential round
    trips for one ``DriftCheck`` to decide it (wall time / 50 ms).
-3. A cycle of 1,000 tags behind 20 ms: the upstream loop's scheduler (``Checks.cycle()``, as
+3. A cycle of 1,000 tags at 20 ms: the upstream loop's scheduler (``Checks.cycle()``, as
    ``report --check`` runs it) with ``DriftCheck``, against the bound N·L/c and the floor
-   measured through the proxy (one HEAD's wall time · N / c).
+   measured through the proxy (one HEAD's wall time · N / c). L is set by ``calibrate()``
+   (one HEAD alone takes 20 ms from a raw socket); the same cycle with 20 ms added on top
+   of what the registry takes is measured beside it.
 
 The latency is added by a small asyncio proxy run in a process of its own (``--proxy``),
 which counts the requests and reports its own CPU. Only ``build()`` knows how the exporter's
